@@ -1,0 +1,1 @@
+"""Built-in xferbench plugin: digits (being written)."""

@@ -1,0 +1,1 @@
+"""Built-in xferbench plugin: keras (being written)."""

@@ -1,0 +1,1 @@
+"""Built-in xferbench plugin: lenet5 (being written)."""

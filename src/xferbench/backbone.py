@@ -1,0 +1,71 @@
+"""The backbone contract: images in, bottleneck features out."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xferbench.data import ImageData
+
+if TYPE_CHECKING:
+    from xferbench.context import RunContext
+
+
+class Backbone(abc.ABC):
+    """A pretrained network cut at its bottleneck.
+
+    ``extract`` must not import TensorFlow at module import time of the plugin;
+    import it inside methods.
+    """
+
+    #: how the user named it, e.g. ``"keras:MobileNet"``
+    name: str
+    #: width of the bottleneck vector
+    feature_dim: int
+    #: bump when preprocessing changes so cached features are not reused
+    preprocessing_version: str = "1"
+
+    def prepare(self, context: RunContext) -> None:  # noqa: B027 - optional hook
+        """Fetch, verify or pretrain weights. Called once before any extraction."""
+
+    @property
+    @abc.abstractmethod
+    def weights_sha256(self) -> str:
+        """Digest that identifies the weights (part of every bottleneck cache key)."""
+
+    def cache_namespace(self) -> str:
+        """Backbone id + weights + preprocessing: the cache key prefix."""
+        return f"{self.name}|{self.weights_sha256}|pre{self.preprocessing_version}"
+
+    @abc.abstractmethod
+    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+        """Bottleneck features, float32 ``[len(images), feature_dim]``.
+
+        A row whose image cannot be decoded is all NaN; it never raises for one bad image.
+        """
+
+    def precision(self) -> str:
+        return "float32"
+
+    # -- full retraining and fine-tuning (optional) -------------------------------------
+    def supports(self, method: str) -> bool:
+        """Whether ``method`` (``"full"`` or ``"finetune"``) is available."""
+        return False
+
+    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
+        """Preprocessed input tensors for :meth:`build_model`, one row per image."""
+        raise NotImplementedError(f"backbone {self.name!r} cannot be trained")
+
+    def build_model(self, num_classes: int, *, pretrained: bool, seed: int) -> Any:
+        """A trainable Keras model: the backbone plus a new softmax layer.
+
+        ``pretrained=False`` is the same architecture from random initialisation.
+        """
+        raise NotImplementedError(f"backbone {self.name!r} cannot be trained")
+
+    def info(self) -> dict[str, Any]:
+        """Extra facts for the results document (source, weights file, ...)."""
+        return {}

@@ -1,0 +1,34 @@
+"""The head contract: a classifier trained on bottleneck features."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# Called during training with (step, validation accuracy or None, elapsed seconds).
+ProgressCallback = Callable[[int, float | None, float], None]
+
+
+class Head(abc.ABC):
+    """A new final layer (or small classifier) on top of frozen features."""
+
+    name: str
+
+    @abc.abstractmethod
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+            num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
+        """Train on ``x_train``; ``x_val`` may be used for model selection or early stopping."""
+
+    @abc.abstractmethod
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[len(x), num_classes]``."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.predict_proba(x)).argmax(axis=1)
+
+    def info(self) -> dict[str, Any]:
+        """What was chosen during fitting (e.g. the L2 strength), for the results."""
+        return {}
