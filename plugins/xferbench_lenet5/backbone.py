@@ -1,0 +1,200 @@
+"""LeNet-5: the classic MNIST network, used as a small backbone that needs no download.
+
+Its weights come from pretraining on a source dataset (``pretrain_on``); they are
+cached under a key made of the source data, the seed and the training settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xferbench.atomic import atomic_path
+from xferbench.backbone import Backbone
+from xferbench.data import ImageData
+from xferbench.errors import UserError
+
+INPUT_SIZE = 28
+BOTTLENECK = "bottleneck"
+ARCHITECTURE_VERSION = "1"
+
+
+def to_grayscale_28(image: ImageData) -> np.ndarray | None:
+    """Any image -> float32 [28, 28, 1] in [0, 1]; None when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if isinstance(image, bytes | bytearray):
+            import io
+
+            with Image.open(io.BytesIO(image)) as pil:
+                pil = pil.convert("L")
+                pil.load()
+        else:
+            array = np.asarray(image)
+            if array.ndim == 3:
+                array = array[..., 0] if array.shape[2] == 1 else np.asarray(
+                    Image.fromarray(array.astype(np.uint8)).convert("L"))
+            pil = Image.fromarray(array.astype(np.uint8), mode="L")
+        if pil.size != (INPUT_SIZE, INPUT_SIZE):
+            pil = pil.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
+        return (np.asarray(pil, dtype=np.float32) / 255.0)[..., None]
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def build_lenet5(num_classes: int, seed: int) -> Any:
+    """The LeNet-5 layout with ReLU and max-pooling, as in the MNIST tutorials."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1), name="image")
+    x = keras.layers.Conv2D(6, 5, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(16, 5, activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(120, activation="relu", name="fc1")(x)
+    x = keras.layers.Dense(84, activation="relu", name=BOTTLENECK)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, outputs, name="lenet5")
+
+
+class LeNet5(Backbone):
+    """See the module docstring."""
+
+    feature_dim = 84
+    preprocessing_version = "1"
+
+    def __init__(self, arg: str | None, options: dict[str, Any], context: Any) -> None:
+        if arg:
+            raise UserError(f"backbone 'lenet5' takes no argument, got 'lenet5:{arg}'")
+        self.name = "lenet5"
+        self.options = options
+        self.seed = context.seed
+        self._weights_path: Path | None = None
+        self._feature_model: Any = None
+        self._source: dict[str, Any] = {}
+
+    # -- weights -----------------------------------------------------------------------
+    def prepare(self, context: Any) -> None:
+        if context.weights is not None:
+            path = Path(context.weights)
+            if not path.is_file():
+                raise UserError(f"--weights {path}: no such file")
+            if not path.name.endswith(".weights.h5"):
+                raise UserError(f"--weights {path}: lenet5 expects a Keras '.weights.h5' file")
+            self._weights_path = path
+            self._source = {"weights_file": str(path)}
+            return
+        source = context.load_dataset(self.options["pretrain_on"])
+        train = source.split("train")
+        if not train:
+            raise UserError(f"pretrain_on={self.options['pretrain_on']!r} has no training images")
+        fingerprint = hashlib.sha256()
+        for ex in train:
+            fingerprint.update(f"{ex.key}\t{ex.label}\n".encode())
+        key_fields = {
+            "backbone": "lenet5", "architecture": ARCHITECTURE_VERSION, "source": source.name,
+            "source_fingerprint": fingerprint.hexdigest(), "seed": self.seed,
+            "epochs": self.options["pretrain_epochs"], "learning_rate": self.options["learning_rate"],
+            "classes": len(source.class_names),
+        }
+        key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
+        path = context.subdir("weights", "lenet5") / f"{key}.weights.h5"
+        self._source = {"pretrained_on": source.name, "pretrain_images": len(train), "weights_file": str(path)}
+        if path.is_file():
+            self._source["pretrain_cache_hit"] = True
+            self._weights_path = path
+            return
+        self._source["pretrain_cache_hit"] = False
+        self._pretrain(source, path, context)
+        self._weights_path = path
+
+    def _pretrain(self, source: Any, path: Path, context: Any) -> None:
+        import keras
+
+        x = self.model_inputs([source.read(ex) for ex in source.split("train")])
+        y = np.array([ex.label for ex in source.split("train")])
+        model = build_lenet5(len(source.class_names), self.seed)
+        model.compile(optimizer=keras.optimizers.Adam(self.options["learning_rate"]),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        epochs = self.options["pretrain_epochs"]
+        with context.progress.task(f"pretraining lenet5 on {source.name}", total=epochs, unit="epoch") as task:
+            class Report(keras.callbacks.Callback):
+                def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                    task.advance(1, status=f"train acc {(logs or {}).get('accuracy', 0):.3f}")
+
+            model.fit(x, y, epochs=epochs, batch_size=64, shuffle=True, verbose=0, callbacks=[Report()])
+        # atomic_path keeps the target's name as the temp name's ending, which Keras requires.
+        with atomic_path(path) as tmp:
+            model.save_weights(tmp)
+
+    @property
+    def weights_sha256(self) -> str:
+        if self._weights_path is None:
+            raise RuntimeError("prepare() must run before the weights are known")
+        return hashlib.sha256(self._weights_path.read_bytes()).hexdigest()
+
+    def _load_full(self, seed: int) -> Any:
+        """The pretrained network, with its source head (we keep only up to the bottleneck)."""
+        source_classes = self._source_classes()
+        model = build_lenet5(source_classes, seed)
+        model.load_weights(self._weights_path)
+        return model
+
+    def _source_classes(self) -> int:
+        import h5py
+
+        assert self._weights_path is not None
+        with h5py.File(self._weights_path, "r") as f:
+            # The bias of the last Dense layer has one entry per source class.
+            found: list[int] = []
+            f.visititems(lambda name, obj: found.append(obj.shape[0])
+                         if "logits" in name and hasattr(obj, "shape") and len(obj.shape) == 1 else None)
+        if not found:
+            raise UserError(f"{self._weights_path}: not a lenet5 weights file (no 'logits' layer)")
+        return found[0]
+
+    # -- extraction --------------------------------------------------------------------
+    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
+        rows = [to_grayscale_28(img) for img in images]
+        out = np.full((len(rows), INPUT_SIZE, INPUT_SIZE, 1), np.nan, dtype=np.float32)
+        for i, row in enumerate(rows):
+            if row is not None:
+                out[i] = row
+        return out
+
+    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+        import keras
+
+        if self._feature_model is None:
+            full = self._load_full(self.seed)
+            self._feature_model = keras.Model(full.input, full.get_layer(BOTTLENECK).output)
+        x = self.model_inputs(images)
+        bad = np.isnan(x).reshape(len(x), -1).any(axis=1)
+        x[bad] = 0.0
+        feats = np.asarray(self._feature_model.predict_on_batch(x), dtype=np.float32)
+        feats[bad] = np.nan
+        return feats
+
+    # -- full retraining and fine-tuning -----------------------------------------------
+    def supports(self, method: str) -> bool:
+        return method in ("full", "finetune")
+
+    def build_model(self, num_classes: int, *, pretrained: bool, seed: int) -> Any:
+        model = build_lenet5(num_classes, seed)
+        if pretrained:
+            source = self._load_full(seed)
+            for layer in model.layers:
+                if layer.name != "logits" and layer.weights:
+                    layer.set_weights(source.get_layer(layer.name).get_weights())
+        return model
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._source)

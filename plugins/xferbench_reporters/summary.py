@@ -1,0 +1,62 @@
+"""The summary rows every text reporter shows, computed once from a results document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "extract s",
+           "train s", "speed-up vs full", "status")
+
+
+def _full_seconds(runs: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    out = {}
+    for run in runs:
+        if run.get("method") == "full" and run.get("status") == "ok" and run.get("train_seconds"):
+            out[(run["backbone"], run["dataset"], run["shots"])] = run["train_seconds"]
+    return out
+
+
+def speedup(run: dict[str, Any], full: dict[tuple[Any, ...], float]) -> float | None:
+    """How many times less training time than full retraining (same backbone, data, shots)."""
+    base = full.get((run["backbone"], run["dataset"], run["shots"]))
+    if base is None or run.get("method") == "full" or not run.get("train_seconds"):
+        return None
+    return base / run["train_seconds"]
+
+
+def fmt_accuracy(run: dict[str, Any]) -> str:
+    acc = run.get("test_accuracy")
+    if acc is None:
+        return "-"
+    ci = run.get("test_accuracy_ci")
+    if ci and None not in ci:
+        half = (ci[1] - ci[0]) / 2
+        return f"{acc:.1%} ± {half:.1%}"
+    return f"{acc:.1%}"
+
+
+def _num(value: float | None, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
+    runs = document.get("runs", [])
+    full = _full_seconds(runs)
+    rows = []
+    for run in runs:
+        up = speedup(run, full)
+        status = "ok" if run.get("status") == "ok" else f"error: {run.get('error')}"
+        rows.append({
+            "backbone": str(run.get("backbone")), "dataset": str(run.get("dataset")),
+            "method": str(run.get("method")), "head": str(run.get("head")), "shots": str(run.get("shots")),
+            "test accuracy": fmt_accuracy(run),
+            "img/s": _num(run.get("extract_images_per_second"), ".1f")
+            if run.get("method") == "transfer" else "-",
+            "extract s": _num(run.get("extract_seconds"), ".2f"),
+            "train s": _num(run.get("train_seconds"), ".2f"),
+            "speed-up vs full": "-" if up is None else f"{up:.1f}x",
+            "status": status,
+        })
+        if run.get("method") == "transfer" and run.get("status") == "ok" and not run.get("extracted"):
+            rows[-1]["img/s"] = f"cached ({run.get('cache_hits', 0)})"
+    return rows

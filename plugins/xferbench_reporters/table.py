@@ -1,0 +1,48 @@
+"""The rich summary: one row per method, then the dataset and machine panels."""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from xferbench_reporters.summary import COLUMNS, summary_rows
+
+
+class TableReporter:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+
+    def report(self, document: dict[str, Any], stream: TextIO) -> None:
+        from rich.columns import Columns
+        from rich.console import Console
+        from rich.panel import Panel
+        from rich.table import Table
+
+        console = Console(file=stream, width=max(Console(file=stream).width, 120))
+        table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
+        for column in COLUMNS:
+            justify = "right" if column in ("shots", "img/s", "extract s", "train s", "speed-up vs full") else "left"
+            table.add_column(column, justify=justify, overflow="fold")
+        for row in summary_rows(document):
+            style = "red" if row["status"] != "ok" else None
+            table.add_row(*[row[c] for c in COLUMNS], style=style)
+        console.print(table)
+
+        panels = []
+        for ds in document.get("datasets", []):
+            sizes = ds.get("split_sizes", {})
+            skipped = ds.get("skipped_files") or {}
+            lines = [f"classes: {ds.get('classes')} ({', '.join(map(str, ds.get('class_names', [])[:10]))})",
+                     "split: " + ", ".join(f"{k} {v}" for k, v in sizes.items()),
+                     "skipped: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none")]
+            lines += [f"warning: {w}" for w in ds.get("warnings", [])[:5]]
+            panels.append(Panel("\n".join(lines), title=f"dataset {ds.get('name')}", expand=False))
+        m = document.get("machine", {})
+        v = document.get("versions", {})
+        precisions = sorted({r.get("precision") for r in document.get("runs", []) if r.get("precision")})
+        panels.append(Panel("\n".join([
+            f"cpu: {m.get('cpu')} ({m.get('cores')} cores, bf16: {'yes' if m.get('cpu_bf16') else 'no'})",
+            f"gpu: {', '.join(m.get('gpu') or []) or 'none'}",
+            f"tensorflow {v.get('tensorflow')}, python {v.get('python')}, xferbench {v.get('xferbench')}",
+            f"precision: {', '.join(precisions) or 'float32'}",
+        ]), title="machine", expand=False))
+        console.print(Columns(panels))

@@ -1,0 +1,258 @@
+"""The ``xferbench`` command line.
+
+Only the standard library and xferbench's own light modules are imported at start-up;
+TensorFlow is imported by the components that need it, so ``--help``, ``list`` and
+``plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from xferbench import __version__
+from xferbench.errors import UserError
+
+DEFAULT_RUN = ["--backbone", "lenet5", "--dataset", "digits:5-9", "--head", "softmax",
+               "--compare", "transfer,full", "--backbone-opt", "pretrain_on=digits:0-4"]
+KINDS = ("backbones", "datasets", "heads", "reporters")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2), like every user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _split_tokens(text: str) -> list[str]:
+    """Split ``a,b`` but keep commas that belong to a class subset such as ``digits:0,2,7``."""
+    tokens: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if tokens and ":" in tokens[-1] and (part[0].isdigit() or ":" not in part and "-" in part):
+            tokens[-1] += "," + part
+        else:
+            tokens.append(part)
+    return tokens
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--no-plugin", action="append", default=[], metavar="NAME",
+                        help="do not load this plugin (repeatable; also XFERBENCH_DISABLE_PLUGINS)")
+    common.add_argument("--cache-dir", type=Path, default=None,
+                        help="cache folder (default: $XFERBENCH_CACHE_DIR or ~/.cache/xferbench)")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+    parser = _Parser(prog="xferbench", parents=[common],
+                     description="What do you gain by reusing a pretrained network instead of training a "
+                                 "whole one, and what does it cost? Runs transfer learning against full "
+                                 "retraining on real models and data.")
+    parser.add_argument("--version", action="version", version=f"xferbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="run a benchmark (no arguments: the embedded default)",
+                         description="Run a benchmark. With no arguments this is: xferbench run "
+                                     + " ".join(DEFAULT_RUN))
+    run.add_argument("--backbone", help="backbone name(s), comma-separated (default lenet5)")
+    run.add_argument("--dataset", help="dataset name(s), NAME:SUBSET selects classes, e.g. digits:5-9")
+    run.add_argument("--head", help="head name(s) for transfer (default softmax)")
+    run.add_argument("--compare", default=None,
+                     help="methods: transfer, full, finetune (default transfer,full)")
+    run.add_argument("--shots", default="all", help="training images per class, e.g. 1,5,10,all")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--weights", type=Path, help="a local weights file for the backbone")
+    run.add_argument("--data-dir", type=Path, help="a local copy of the dataset")
+    run.add_argument("--output", type=Path, help="results JSON (default ./xferbench-results/<time>.json)")
+    run.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
+    run.add_argument("--full-epochs", type=int, help="epochs of full retraining / fine-tuning (default 30)")
+    run.add_argument("--full-budget", help="wall-time limit of full retraining, e.g. 90s or 10m")
+    run.add_argument("--show-misclassified", action="store_true",
+                     help="list misclassified test images (retrain.py --print_misclassified_test_images)")
+    for kind in ("backbone", "dataset", "head"):
+        run.add_argument(f"--{kind}-opt", action="append", default=[], metavar="K=V",
+                         help=f"an option for the {kind} (repeatable; see xferbench list {kind}s)")
+
+    lst = sub.add_parser("list", parents=[common], help="list backbones, datasets, heads and reporters")
+    lst.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
+    sub.add_parser("plugins", parents=[common], help="list loaded plugins, their versions and origins")
+
+    fetch = sub.add_parser("fetch", parents=[common], help="download a backbone's or dataset's files into the cache")
+    fetch.add_argument("name", help="e.g. inception_2015 or flowers")
+    fetch.add_argument("--from", dest="source", type=Path, help="import a file you downloaded yourself")
+    fetch.add_argument("--opt", action="append", default=[], metavar="K=V", help="an option of the component")
+
+    evaluate = sub.add_parser("evaluate", parents=[common], help="watch a training run's checkpoints")
+    evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
+    evaluate.add_argument("--until-done", action="store_true", help="stop after the final checkpoint")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _dispatch(args, args_list)
+    except UserError as exc:
+        print(f"xferbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xferbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _catalog(args: argparse.Namespace) -> Any:
+    from xferbench.plugin_manager import load_catalog
+
+    return load_catalog(blocked=args.no_plugin)
+
+
+def _context(args: argparse.Namespace, catalog: Any, **extra: Any) -> Any:
+    from xferbench.context import RunContext
+    from xferbench.paths import default_cache_dir
+    from xferbench.progress import Progress
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    return RunContext(catalog=catalog, cache_dir=cache_dir, progress=Progress(quiet=args.quiet), **extra)
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "list":
+        return _cmd_list(args)
+    if args.command == "plugins":
+        return _cmd_plugins(args)
+    if args.command == "run":
+        return _cmd_run(args, argv)
+    if args.command == "fetch":
+        return _cmd_fetch(args)
+    if args.command == "evaluate":
+        from xferbench.evaluate import watch
+
+        watch(args.watch, interval=args.interval, until_done=args.until_done)
+        return 0
+    raise AssertionError(args.command)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    catalog = _catalog(args)
+    console = Console()
+    for kind in [args.kind] if args.kind else KINDS:
+        table = Table(title=kind, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("plugin")
+        table.add_column("description")
+        table.add_column("options")
+        for spec in catalog.registry(kind[:-1]):
+            table.add_row(spec.label, spec.plugin, spec.description, "\n".join(o.describe() for o in spec.options))
+        console.print(table)
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    catalog = _catalog(args)
+    table = Table(title="plugins", title_justify="left")
+    for column in ("name", "version", "from"):
+        table.add_column(column)
+    for info in catalog.plugins:
+        table.add_row(info.name, info.version, info.origin)
+    console = Console()
+    console.print(table)
+    if catalog.blocked:
+        console.print(f"blocked: {', '.join(catalog.blocked)}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from xferbench.options import parse_assignments
+    from xferbench.results import check_writable, default_output_path
+    from xferbench.runner import Runner, RunRequest, parse_duration, parse_shots
+
+    explicit = any(getattr(args, name) for name in ("backbone", "dataset", "head", "compare")) or any(
+        (args.backbone_opt, args.dataset_opt, args.head_opt))
+    if not explicit:
+        # The embedded default: exactly the documented command line.
+        defaults = build_parser().parse_args(["run", *DEFAULT_RUN])
+        for name in ("backbone", "dataset", "head", "compare", "backbone_opt"):
+            setattr(args, name, getattr(defaults, name))
+    catalog = _catalog(args)
+    reporter_spec, _ = catalog.reporters.resolve(args.format)
+    request = RunRequest(
+        backbones=_split_list(args.backbone or "lenet5"),
+        datasets=_split_tokens(args.dataset or "digits"),
+        heads=_split_list(args.head or "softmax"),
+        methods=_split_list(args.compare or "transfer,full"),
+        shots=parse_shots(args.shots),
+        backbone_options=parse_assignments(args.backbone_opt, "--backbone-opt"),
+        dataset_options=parse_assignments(args.dataset_opt, "--dataset-opt"),
+        head_options=parse_assignments(args.head_opt, "--head-opt"),
+        full_epochs=args.full_epochs,
+        full_budget_seconds=parse_duration(args.full_budget) if args.full_budget else None,
+        show_misclassified=args.show_misclassified,
+        command=["xferbench", *argv],
+    )
+    output = args.output or default_output_path()
+    if output.suffix != ".json":
+        raise UserError(f"--output {output}: the results file must end in .json")
+    check_writable(output)
+    context = _context(args, catalog, seed=args.seed, weights=args.weights, data_dir=args.data_dir)
+    runner = Runner(request, context, output)
+    try:
+        document = runner.run()
+    except KeyboardInterrupt:
+        print(f"xferbench: interrupted; finished runs are in {output}", file=sys.stderr)
+        return 130
+    reporter = reporter_spec.load_factory()(reporter_spec.validate({}))
+    reporter.report(document, sys.stdout)
+    if not args.quiet:
+        print(f"results: {output}", file=sys.stderr)
+    return 1 if any(run.get("status") != "ok" for run in document["runs"]) else 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from xferbench.options import parse_assignments
+
+    catalog = _catalog(args)
+    spec = None
+    arg = None
+    for registry in (catalog.backbones, catalog.datasets):
+        name = args.name.partition(":")[0]
+        if name in registry:
+            spec, arg = registry.resolve(args.name)
+            break
+    if spec is None:
+        catalog.backbones.resolve(args.name)  # raises "unknown ..., did you mean"
+    fetcher = spec.load_fetcher()
+    if fetcher is None:
+        raise UserError(f"{spec.kind} {spec.name!r} has nothing to download")
+    options = spec.validate(parse_assignments(args.opt, "--opt"))
+    if args.source is not None and not args.source.is_file():
+        raise UserError(f"--from {args.source}: no such file")
+    path = fetcher(arg, options, _context(args, catalog), args.source)
+    print(f"{spec.name}: ready at {path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Dataset -> backbone -> bottleneck cache: features for every example, computed once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xferbench.backbone import Backbone
+from xferbench.bottleneck_cache import BottleneckCache, image_digest
+from xferbench.data import ImageDataset
+from xferbench.progress import Progress, Task
+
+
+@dataclass
+class Extraction:
+    """Features aligned with ``dataset.examples``; failed rows are NaN and listed."""
+
+    features: np.ndarray
+    failed: list[str] = field(default_factory=list)
+    cache_hits: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
+    corrupt_cache_entries: int = 0
+
+    @property
+    def images_per_second(self) -> float | None:
+        """End to end (read, decode, forward) over the images that were computed."""
+        return self.computed / self.seconds if self.computed and self.seconds > 0 else None
+
+    @property
+    def forward_images_per_second(self) -> float | None:
+        return self.computed / self.forward_seconds if self.computed and self.forward_seconds > 0 else None
+
+
+def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path, progress: Progress,
+                     batch_size: int = 64) -> Extraction:
+    """Look every image up in the cache and run the backbone on the misses, in batches.
+
+    Misses are written to the cache batch by batch, so an interrupted extraction
+    resumes where it stopped.
+    """
+    cache = BottleneckCache(cache_root, backbone.cache_namespace(), backbone.feature_dim)
+    n = len(dataset.examples)
+    features = np.full((n, backbone.feature_dim), np.nan, dtype=np.float32)
+    result = Extraction(features=features)
+    pending: list[tuple[int, str, object]] = []
+
+    def flush(task: Task) -> None:
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        batch = backbone.extract([img for _, _, img in pending])
+        result.forward_seconds += time.perf_counter() - t0
+        batch = np.asarray(batch, dtype=np.float32)
+        for (index, digest, _), row in zip(pending, batch, strict=True):
+            if np.isnan(row).any():
+                result.failed.append(dataset.examples[index].key)
+                continue
+            features[index] = row
+            cache.put(digest, row)
+            result.computed += 1
+        task.advance(len(pending), status=f"{result.cache_hits} cached")
+        pending.clear()
+
+    with progress.task(f"bottlenecks {backbone.name} on {dataset.name}", total=n, unit="img") as task:
+        compute_started: float | None = None
+        for index, example in enumerate(dataset.examples):
+            image = dataset.read(example)
+            digest = image_digest(image)
+            cached = cache.get(digest)
+            if cached is not None:
+                features[index] = cached
+                result.cache_hits += 1
+                if result.cache_hits % 256 == 0:
+                    task.advance(256, status=f"{result.cache_hits} cached")
+                continue
+            if compute_started is None:
+                compute_started = time.perf_counter()
+            pending.append((index, digest, image))
+            if len(pending) >= batch_size:
+                flush(task)
+        flush(task)
+        task.completed = n
+        task.set_status(f"{result.cache_hits} cached, {result.computed} computed")
+        result.seconds = time.perf_counter() - compute_started if compute_started is not None else 0.0
+    result.corrupt_cache_entries = cache.corrupt_entries
+    return result

@@ -1,0 +1,357 @@
+"""The one data flow: dataset -> backbone -> bottleneck cache -> head -> metrics -> result.
+
+Every (backbone, dataset) cell of a sweep runs in turn; a failing cell is recorded
+with its one-line error and the others still run. The results document is
+rewritten after each cell, so an interrupted sweep keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xferbench import machine
+from xferbench.backbone import Backbone
+from xferbench.context import RunContext
+from xferbench.data import ImageDataset, select_shots
+from xferbench.errors import UserError
+from xferbench.extraction import Extraction, extract_features
+from xferbench.results import SCHEMA_VERSION, write_document
+
+METHODS = ("transfer", "full", "finetune")
+
+
+@dataclass
+class RunRequest:
+    """Everything ``xferbench run`` was asked to do."""
+
+    backbones: list[str]
+    datasets: list[str]
+    heads: list[str]
+    methods: list[str] = field(default_factory=lambda: ["transfer", "full"])
+    shots: list[int | None] = field(default_factory=lambda: [None])
+    backbone_options: dict[str, str] = field(default_factory=dict)
+    dataset_options: dict[str, str] = field(default_factory=dict)
+    head_options: dict[str, str] = field(default_factory=dict)
+    full_epochs: int | None = None
+    full_budget_seconds: float | None = None
+    finetune_learning_rate: float = 1e-4
+    full_learning_rate: float = 1e-3
+    show_misclassified: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"10m"``, ``"1h"`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise UserError(f"--full-budget {text!r}: write a duration like 90s, 10m or 1h")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def parse_shots(text: str) -> list[int | None]:
+    """``"1,5,10,all"`` -> ``[1, 5, 10, None]``."""
+    shots: list[int | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part == "all":
+            shots.append(None)
+        elif part.isdigit() and int(part) > 0:
+            shots.append(int(part))
+        else:
+            raise UserError(f"--shots {text!r}: each entry must be a positive integer or 'all'")
+    return shots
+
+
+class Runner:
+    """Runs a :class:`RunRequest` and keeps the results document up to date."""
+
+    def __init__(self, request: RunRequest, context: RunContext, output: Path) -> None:
+        self.request = request
+        self.context = context
+        self.output = output
+        self.document: dict[str, Any] = {}
+        self._validate()
+
+    # -- set-up --------------------------------------------------------------------------
+    def _validate(self) -> None:
+        """Resolve every name and option before any work starts, so typos fail in a second."""
+        catalog = self.context.catalog
+        req = self.request
+        for method in req.methods:
+            if method not in METHODS:
+                raise UserError(f"--compare: unknown method {method!r}; choose from {', '.join(METHODS)}")
+        self.backbone_specs = {}
+        for token in req.backbones:
+            spec, _ = catalog.backbones.resolve(token)
+            self.backbone_specs[token] = (spec, spec.validate(req.backbone_options))
+        self.dataset_specs = {}
+        for token in req.datasets:
+            spec, _ = catalog.datasets.resolve(token)
+            self.dataset_specs[token] = (spec, spec.validate(req.dataset_options))
+        self.head_specs = {}
+        for token in req.heads:
+            spec, arg = catalog.heads.resolve(token)
+            if arg:
+                raise UserError(f"head {spec.name!r} takes no argument, got {token!r}")
+            self.head_specs[token] = (spec, spec.validate(req.head_options))
+        if self.context.data_dir is not None and not Path(self.context.data_dir).is_dir():
+            raise UserError(f"--data-dir {self.context.data_dir}: no such directory")
+        if self.context.weights is not None and not Path(self.context.weights).exists():
+            raise UserError(f"--weights {self.context.weights}: no such file")
+
+    def _new_document(self) -> dict[str, Any]:
+        req = self.request
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": req.command,
+            "seed": self.context.seed,
+            "options": {
+                "backbones": req.backbones, "datasets": req.datasets, "heads": req.heads,
+                "compare": req.methods, "shots": ["all" if s is None else s for s in req.shots],
+                "backbone_options": req.backbone_options, "dataset_options": req.dataset_options,
+                "head_options": req.head_options, "full_epochs": req.full_epochs,
+                "full_budget_seconds": req.full_budget_seconds,
+                "weights": self.context.weights, "data_dir": self.context.data_dir,
+                "cache_dir": self.context.cache_dir,
+            },
+            "machine": machine.machine_info(with_gpus=False),
+            "versions": machine.versions(),
+            "datasets": [],
+            "runs": [],
+        }
+
+    # -- the sweep -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.document = self._new_document()
+        self._save()
+        try:
+            self.document["machine"]["gpu"] = machine.gpus()
+        except Exception:  # GPU discovery is informative only
+            self.document["machine"]["gpu"] = []
+        for dataset_token in self.request.datasets:
+            dataset = self._load_dataset(dataset_token)
+            for backbone_token in self.request.backbones:
+                self._run_cell(backbone_token, dataset_token, dataset)
+                self._save()
+        return self.document
+
+    def _save(self) -> None:
+        write_document(self.output, self.document)
+
+    def _load_dataset(self, token: str) -> ImageDataset | UserError:
+        spec, options = self.dataset_specs[token]
+        try:
+            dataset = self.context.load_dataset(token, options)
+        except UserError as exc:
+            return exc
+        self.document["datasets"].append({
+            "name": dataset.name, "token": token, "classes": len(dataset.class_names),
+            "class_names": dataset.class_names, "split_sizes": dataset.split_sizes(),
+            "skipped_files": dataset.skipped_counts(), "warnings": dataset.warnings,
+        })
+        for warning in dataset.warnings:
+            self.context.progress.log(f"warning: {warning}")
+        return dataset
+
+    def _planned_rows(self, backbone: str, dataset: str) -> list[dict[str, Any]]:
+        rows = []
+        for shots in self.request.shots:
+            for method in self.request.methods:
+                heads = self.request.heads if method == "transfer" else ["-"]
+                for head in heads:
+                    rows.append(_row(backbone, dataset, head, method, shots))
+        return rows
+
+    def _run_cell(self, backbone_token: str, dataset_token: str, dataset: ImageDataset | UserError) -> None:
+        try:
+            if isinstance(dataset, UserError):
+                raise dataset
+            backbone = self._make_backbone(backbone_token)
+            backbone.prepare(self.context)
+        except UserError as exc:
+            for row in self._planned_rows(backbone_token, dataset_token):
+                self.document["runs"].append(_failed(row, exc))
+            self.context.progress.log(f"error: {backbone_token} on {dataset_token}: {exc}")
+            return
+        extraction = None
+        if "transfer" in self.request.methods:
+            try:
+                extraction = extract_features(backbone, dataset, self.context.subdir("bottlenecks"),
+                                              self.context.progress)
+            except UserError as exc:
+                extraction = exc
+        model_inputs: np.ndarray | None = None
+        for shots in self.request.shots:
+            subset = select_shots(dataset, shots, self.context.seed)
+            for method in self.request.methods:
+                if method == "transfer":
+                    for head_token in self.request.heads:
+                        row = _row(backbone_token, dataset_token, head_token, method, shots)
+                        self._append(row, lambda r=row, h=head_token, s=subset: self._transfer(
+                            r, backbone, dataset, s, extraction, h))
+                    continue
+                row = _row(backbone_token, dataset_token, "-", method, shots)
+                if not backbone.supports(method):
+                    self.document["runs"].append(_failed(row, UserError(
+                        f"backbone {backbone_token!r} does not support {method!r}")))
+                    continue
+                if model_inputs is None:
+                    model_inputs = backbone.model_inputs([dataset.read(ex) for ex in dataset.examples])
+                self._append(row, lambda r=row, m=method, s=subset, x=model_inputs: self._train_network(
+                    r, backbone, dataset, s, x, m))
+
+    def _append(self, row: dict[str, Any], work: Callable[[], dict[str, Any]]) -> None:
+        try:
+            row = work()
+        except UserError as exc:
+            row = _failed(row, exc)
+            self.context.progress.log(f"error: {row['method']} {row['backbone']} on {row['dataset']}: {exc}")
+        self.document["runs"].append(row)
+        self._save()
+
+    def _make_backbone(self, token: str) -> Backbone:
+        spec, options = self.backbone_specs[token]
+        _, arg = self.context.catalog.backbones.resolve(token)
+        if not spec.parametric and arg:
+            raise UserError(f"backbone {spec.name!r} takes no argument, got {token!r}")
+        backbone = spec.load_factory()(arg, options, self.context)
+        if not isinstance(backbone, Backbone):
+            raise UserError(f"backbone {spec.name!r} (plugin {spec.plugin}) did not return a Backbone")
+        return backbone
+
+    # -- methods -------------------------------------------------------------------------
+    def _transfer(self, row: dict[str, Any], backbone: Backbone, dataset: ImageDataset, subset: ImageDataset,
+                  extraction: Extraction | UserError | None, head_token: str) -> dict[str, Any]:
+        from xferbench import metrics
+
+        if isinstance(extraction, UserError):
+            raise extraction
+        assert extraction is not None
+        failed = set(extraction.failed)
+        position = {ex.key: i for i, ex in enumerate(dataset.examples)}
+        parts = {}
+        for split in ("train", "val", "test"):
+            examples = [ex for ex in subset.split(split) if ex.key not in failed]
+            index = np.array([position[ex.key] for ex in examples], dtype=np.int64)
+            parts[split] = (extraction.features[index], np.array([ex.label for ex in examples], dtype=np.int64),
+                            [ex.key for ex in examples])
+        (x_train, y_train, _), (x_val, y_val, _), (x_test, y_test, test_keys) = (
+            parts["train"], parts["val"], parts["test"])
+        _require_splits(len(y_train), len(y_test), row)
+        spec, options = self.head_specs[head_token]
+        head = spec.load_factory()(options)
+        curve: list[dict[str, float]] = []
+        num_classes = len(dataset.class_names)
+        with self.context.progress.task(f"head {head_token} ({_shots_label(row['shots'])} shots)",
+                                        unit="step") as task:
+            def on_progress(step: int, val_acc: float | None, elapsed: float) -> None:
+                curve.append({"step": step, "seconds": elapsed, "val_accuracy": val_acc})
+                task.completed = step
+                task.set_status("" if val_acc is None else f"val acc {val_acc:.3f}")
+
+            started = time.perf_counter()
+            head.fit(x_train, y_train, x_val, y_val, num_classes=num_classes, seed=self.context.seed,
+                     on_progress=on_progress)
+            train_seconds = time.perf_counter() - started
+        predicted = head.predict(x_test)
+        summary = metrics.summarize(y_test, predicted, dataset.class_names, keys=test_keys, seed=self.context.seed)
+        row.update(
+            status="ok", n_train=len(y_train), n_val=len(y_val), n_test=len(y_test),
+            skipped_files={**dataset.skipped_counts(), **({"decode_error": len(failed)} if failed else {})},
+            extract_images_per_second=extraction.images_per_second,
+            extract_forward_images_per_second=extraction.forward_images_per_second,
+            extract_seconds=extraction.seconds, train_seconds=train_seconds, cache_hits=extraction.cache_hits,
+            extracted=extraction.computed, precision=backbone.precision(), curve=curve,
+            backbone_info=backbone.info(), head_info=head.info(), **_metric_fields(summary, self.request),
+        )
+        return row
+
+    def _train_network(self, row: dict[str, Any], backbone: Backbone, dataset: ImageDataset,
+                       subset: ImageDataset, inputs: np.ndarray, method: str) -> dict[str, Any]:
+        from xferbench import metrics, training
+
+        position = {ex.key: i for i, ex in enumerate(dataset.examples)}
+        parts = {}
+        for split in ("train", "val", "test"):
+            examples = subset.split(split)
+            index = np.array([position[ex.key] for ex in examples], dtype=np.int64)
+            x = inputs[index]
+            ok = ~np.isnan(x.reshape(len(x), -1)).any(axis=1)
+            parts[split] = (x[ok], np.array([ex.label for ex in examples], dtype=np.int64)[ok],
+                            [ex.key for ex, good in zip(examples, ok, strict=True) if good])
+        (x_train, y_train, _), (x_val, y_val, _), (x_test, y_test, test_keys) = (
+            parts["train"], parts["val"], parts["test"])
+        _require_splits(len(y_train), len(y_test), row)
+        req = self.request
+        pretrained = method == "finetune"
+        model = backbone.build_model(len(dataset.class_names), pretrained=pretrained, seed=self.context.seed)
+        epochs = req.full_epochs
+        if epochs is None and req.full_budget_seconds is None:
+            epochs = 30
+        run_dir = self.output.with_suffix("") / _slug(f"{method}-{row['backbone']}-{row['dataset']}-"
+                                                      f"{_shots_label(row['shots'])}")
+        curve: list[dict[str, float]] = []
+        label = "fine-tuning" if pretrained else "full training"
+        with self.context.progress.task(f"{label} {row['backbone']} ({_shots_label(row['shots'])} shots)",
+                                        total=epochs, unit="epoch") as task:
+            def on_progress(step: int, val_acc: float | None, elapsed: float) -> None:
+                curve.append({"step": step, "seconds": elapsed, "val_accuracy": val_acc})
+                task.set_status("" if val_acc is None else f"step {step}, val acc {val_acc:.3f}")
+
+            outcome = training.train_model(
+                model, x_train, y_train, x_val, y_val, epochs=epochs, budget_seconds=req.full_budget_seconds,
+                learning_rate=req.finetune_learning_rate if pretrained else req.full_learning_rate,
+                seed=self.context.seed, run_dir=run_dir, on_progress=on_progress,
+                on_epoch=lambda epoch: task.advance(1))
+        predicted = outcome.predict_proba(x_test).argmax(axis=1)
+        summary = metrics.summarize(y_test, predicted, dataset.class_names, keys=test_keys, seed=self.context.seed)
+        row.update(
+            status="ok", n_train=len(y_train), n_val=len(y_val), n_test=len(y_test),
+            skipped_files=dataset.skipped_counts(), train_seconds=outcome.seconds, cache_hits=0,
+            extract_images_per_second=None, extract_seconds=None, curve=curve or outcome.curve,
+            training={"steps": outcome.steps, "epochs": outcome.epochs, "stopped_by": outcome.stopped_by,
+                      "run_dir": str(run_dir)},
+            backbone_info=backbone.info(), **_metric_fields(summary, req),
+        )
+        return row
+
+
+def _metric_fields(summary: dict[str, Any], request: RunRequest) -> dict[str, Any]:
+    fields = {k: summary[k] for k in ("test_accuracy", "test_accuracy_ci", "per_class_accuracy", "confusion_matrix")}
+    fields["misclassified"] = summary.get("misclassified", []) if request.show_misclassified else None
+    return fields
+
+
+def _require_splits(n_train: int, n_test: int, row: dict[str, Any]) -> None:
+    if n_train == 0 or n_test == 0:
+        raise UserError(f"dataset {row['dataset']!r} has {n_train} training and {n_test} test images; "
+                        f"it needs both (add images or change test_pct/val_pct)")
+
+
+def _row(backbone: str, dataset: str, head: str, method: str, shots: int | None) -> dict[str, Any]:
+    return {"backbone": backbone, "dataset": dataset, "head": head, "method": method,
+            "shots": "all" if shots is None else shots, "status": "pending", "error": None,
+            "n_train": None, "n_val": None, "n_test": None, "skipped_files": {}, "test_accuracy": None,
+            "test_accuracy_ci": None, "extract_images_per_second": None, "extract_seconds": None,
+            "train_seconds": None, "cache_hits": None}
+
+
+def _failed(row: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    return {**row, "status": "error", "error": " ".join(str(exc).split())}
+
+
+def _shots_label(shots: int | str | None) -> str:
+    return "all" if shots in (None, "all") else str(shots)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
