@@ -1,0 +1,152 @@
+"""L2-regularised multinomial logistic regression with C chosen on the validation split."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from xferbench.errors import OptionError, UserError
+from xferbench.head import ProgressCallback
+from xferbench_heads import LOGREG_OPTIONS
+from xferbench_heads._dense import (
+    DenseHead,
+    DenseLayer,
+    check_training_data,
+    fold_standardization,
+    softmax,
+    standardizer,
+)
+
+# Logit given to classes absent from the training split: exp() of it is exactly 0 in float32.
+_ABSENT_LOGIT = -1e4
+
+
+def parse_grid(text: str) -> list[float]:
+    """``"1e-4,1,100"`` -> sorted distinct positive floats, or a one-line OptionError."""
+    values: set[float] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise OptionError(f"head 'logreg': option grid: {part!r} is not a number") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise OptionError(f"head 'logreg': option grid: C={part} must be a positive finite number")
+        values.add(value)
+    if not values:
+        raise OptionError("head 'logreg': option grid is empty; give comma-separated C values such as 0.1,1,10")
+    return sorted(values)
+
+
+class LogRegHead(DenseHead):
+    """Multinomial logistic regression fitted by L-BFGS (scikit-learn) on standardised features.
+
+    Protocol: the scaler is fitted on the training split only; one model per C of ``grid``
+    is fitted on the training split and scored on the validation split; the C with the best
+    validation accuracy wins (ties: lower validation cross-entropy, then smaller C). The test
+    split never reaches ``fit``. With ``refit=train`` (default) the winning model is kept as
+    it is; with ``refit=train+val`` it is refitted on train and validation together (scaler too),
+    as in Kornblith et al. 2019. The scaler is folded into the exported Dense layer.
+    """
+
+    name = "logreg"
+    OPTIONS = LOGREG_OPTIONS
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.grid = parse_grid(self.options["grid"])
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+            num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
+        x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes)
+        if len(np.unique(y)) < 2:
+            raise UserError("head 'logreg': the training split holds only one class; it needs at least two")
+        if len(self.grid) > 1 and len(yv) == 0:
+            raise UserError("head 'logreg': choosing C needs a validation split, and it is empty; "
+                            "give the dataset validation images or pass a single value, e.g. grid=1")
+        started = time.perf_counter()
+        mean, scale = standardizer(x)
+        xs = (x - mean) / scale
+        scores: list[dict[str, Any]] = []
+        best: tuple[tuple[float, float, float], DenseLayer] | None = None
+        model = self._new_model(self.grid[0], seed)
+        for step, c in enumerate(self.grid, start=1):
+            # Small to large C with warm starts: each fit starts near its neighbour's optimum.
+            model.set_params(C=c)
+            converged = self._fit_quietly(model, xs, y)
+            layer = self._layer(model, num_classes, mean, scale)
+            val_acc, val_loss = (_scores(layer, xv, yv) if len(yv) else (None, None))
+            scores.append({"C": c, "val_accuracy": val_acc, "val_loss": val_loss, "converged": converged})
+            key = (-(val_acc or 0.0), val_loss if val_loss is not None else 0.0, c)
+            if best is None or key < best[0]:
+                best = (key, layer)
+            if on_progress is not None:
+                on_progress(step, val_acc, time.perf_counter() - started)
+        assert best is not None
+        chosen_c = best[0][2]
+        layer = best[1]
+        if self.options["refit"] == "train+val" and len(yv):
+            both_x, both_y = np.concatenate([x, xv]), np.concatenate([y, yv])
+            mean, scale = standardizer(both_x)
+            model = self._new_model(chosen_c, seed)
+            self._fit_quietly(model, (both_x - mean) / scale, both_y)
+            layer = self._layer(model, num_classes, mean, scale)
+        self.layers = [layer]
+        chosen = next(s for s in scores if s["C"] == chosen_c)
+        self._info = {
+            "C": chosen_c,
+            "selected_on": "validation" if len(self.grid) > 1 else "fixed",
+            "refit": self.options["refit"] if len(yv) else "train",
+            "val_accuracy": chosen["val_accuracy"],
+            "standardized": "scaler fitted on the refit data, folded into the layer",
+            "grid": scores,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    def _new_model(self, c: float, seed: int) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=c, solver="lbfgs", max_iter=self.options["max_iter"], warm_start=True,
+                                  random_state=seed)
+
+    @staticmethod
+    def _fit_quietly(model: Any, x: np.ndarray, y: np.ndarray) -> bool:
+        """Fit and report convergence in info() instead of printing a warning."""
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x, y)
+        return bool(np.all(model.n_iter_ < model.max_iter))
+
+    @staticmethod
+    def _layer(model: Any, num_classes: int, mean: np.ndarray, scale: np.ndarray) -> DenseLayer:
+        """The fitted model as one softmax Dense layer over raw features and all ``num_classes``."""
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        intercept = np.asarray(model.intercept_, dtype=np.float64)
+        classes = np.asarray(model.classes_)
+        if len(classes) == 2:
+            # scikit-learn keeps one logit z for class 1; softmax over (0, z) is the same sigmoid.
+            coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
+            intercept = np.array([0.0, intercept[0]])
+        kernel = np.zeros((coef.shape[1], num_classes))
+        bias = np.full(num_classes, _ABSENT_LOGIT)
+        kernel[:, classes] = coef.T
+        bias[classes] = intercept
+        # Absent classes have zero kernel columns, so folding leaves their bias at _ABSENT_LOGIT.
+        kernel, bias = fold_standardization(mean, scale, kernel, bias)
+        return DenseLayer(kernel, bias, "softmax")
+
+
+def _scores(layer: DenseLayer, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Validation accuracy and mean cross-entropy of one candidate."""
+    probs = softmax(x @ layer.kernel + layer.bias)
+    accuracy = float(np.mean(probs.argmax(axis=1) == y))
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-300, None))))
+    return accuracy, loss
