@@ -23,3 +23,8 @@ def xferbench_register_datasets(register: Callable[[DatasetSpec], None]) -> None
         "folder", "any folder with one subfolder of JPEG/PNG/GIF/BMP images per class",
         factory="xferbench_folder.folder:create", options=_SPLIT_OPTIONS, parametric=True,
     ))
+    register(DatasetSpec(
+        "flowers", "TensorFlow's flower_photos: 3670 photos of 5 flowers (CC-BY 2.0)",
+        factory="xferbench_folder.flowers:create", options=_SPLIT_OPTIONS,
+        fetcher="xferbench_folder.flowers:fetch",
+    ))
