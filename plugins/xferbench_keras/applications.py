@@ -1,0 +1,304 @@
+"""``keras:<Application>``: any ``keras.applications`` model cut before its classifier.
+
+The network is built with ``include_top=False, pooling="avg"``, so the bottleneck is the
+global-average-pooled last feature map. Images go through the application family's own
+``preprocess_input`` at its default input size (or ``input_size``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xferbench.backbone import Backbone
+from xferbench.data import ImageData
+from xferbench.errors import OptionError, UserError
+from xferbench_keras.images import resized_batches
+
+if TYPE_CHECKING:
+    from xferbench.context import RunContext
+
+#: bump when decoding, resizing or preprocessing changes (invalidates cached bottlenecks)
+PREPROCESSING_REVISION = "1"
+
+# keras does not expose an application's default input size; these are the values its
+# constructors pass to ``obtain_input_shape`` (all the others use 224).
+_DEFAULT_SIZES: dict[str, int] = {
+    "InceptionV3": 299,
+    "InceptionResNetV2": 299,
+    "Xception": 299,
+    "NASNetLarge": 331,
+    "EfficientNetB1": 240,
+    "EfficientNetB2": 260,
+    "EfficientNetB3": 300,
+    "EfficientNetB4": 380,
+    "EfficientNetB5": 456,
+    "EfficientNetB6": 528,
+    "EfficientNetB7": 600,
+    "EfficientNetV2B1": 240,
+    "EfficientNetV2B2": 260,
+    "EfficientNetV2B3": 300,
+    "EfficientNetV2S": 384,
+    "EfficientNetV2M": 480,
+    "EfficientNetV2L": 480,
+}
+
+
+def available_applications() -> list[str]:
+    """Names of all model constructors in ``keras.applications`` (``MobileNet``, ``ResNet50``, ...)."""
+    import keras
+
+    return sorted(name for name in dir(keras.applications)
+                  if name[:1].isupper() and callable(getattr(keras.applications, name)))
+
+
+def default_input_size(application: str) -> int:
+    """The square input size the application was trained at."""
+    return _DEFAULT_SIZES.get(application, 224)
+
+
+def find_application(name: str) -> str:
+    """The exact application name for ``name`` (case-insensitive), or a one-line UserError."""
+    names = available_applications()
+    if name in names:
+        return name
+    by_lower = {n.lower(): n for n in names}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    hint = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    did_you_mean = f"did you mean {by_lower[hint[0]]!r}? " if hint else ""
+    raise UserError(f"unknown Keras application {name!r}; {did_you_mean}available: {', '.join(names)}")
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _DownloadFailed(Exception):
+    """Keras could not fetch the ImageNet weights."""
+
+
+@contextmanager
+def _watch_downloads(seen: list[str]) -> Iterator[None]:
+    """Record the local paths Keras's ``get_file`` returns, and mark its failures.
+
+    Applications fetch their weights through ``keras.src.utils.file_utils.get_file``; wrapping
+    it is the only way to learn which cached file was loaded (its digest keys the bottleneck
+    cache) and to tell a failed download from any other error. If Keras moves that function,
+    the wrapper is skipped and the digest falls back to the application's name.
+    """
+    try:
+        from keras.src.utils import file_utils
+    except ImportError:
+        yield
+        return
+    original = file_utils.get_file
+
+    def get_file(*args: Any, **kwargs: Any) -> str:
+        try:
+            path = original(*args, **kwargs)
+        except Exception as exc:
+            raise _DownloadFailed(_one_line(exc)) from exc
+        seen.append(str(path))
+        return path
+
+    file_utils.get_file = get_file
+    try:
+        yield
+    finally:
+        file_utils.get_file = original
+
+
+@contextmanager
+def _dtype_policy(precision: str) -> Iterator[None]:
+    """Build layers under ``mixed_bfloat16`` (bfloat16 compute, float32 variables) if asked."""
+    import keras
+
+    if precision == "float32":
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+class KerasBackbone(Backbone):
+    """A ``keras.applications`` model with ImageNet (or user-supplied) weights."""
+
+    def __init__(self, arg: str | None, options: Mapping[str, Any], context: RunContext) -> None:
+        import keras
+
+        self.application = find_application((arg or "").strip())
+        self._constructor: Callable[..., Any] = getattr(keras.applications, self.application)
+        family = self._constructor.__module__.rsplit(".", 1)[-1]  # keras.src.applications.mobilenet
+        module = getattr(keras.applications, family, None)
+        if module is None or not hasattr(module, "preprocess_input"):
+            raise UserError(f"keras:{self.application}: cannot find keras.applications.{family}.preprocess_input; "
+                            f"this Keras version is not supported")
+        self._family = family
+        self._preprocess_input: Callable[[np.ndarray], np.ndarray] = module.preprocess_input
+
+        self.alpha: float | None = options.get("alpha")
+        if self.alpha is not None and "alpha" not in inspect.signature(self._constructor).parameters:
+            raise OptionError(f"backbone 'keras': option alpha applies to MobileNet, MobileNetV2 and "
+                              f"MobileNetV3*, not to {self.application}")
+        self.input_size: int = options.get("input_size") or default_input_size(self.application)
+        self.batch_size: int = options.get("batch_size") or 32
+        self._precision: str = options.get("precision") or "float32"
+
+        self.weights_file: Path | None = None
+        if context.weights is not None:
+            path = Path(context.weights).expanduser()
+            if not path.is_file():
+                raise UserError(f"weights file {str(path)!r} does not exist; check --weights")
+            self.weights_file = path.resolve()
+
+        self.name = f"keras:{self.application}"
+        # Alpha, size and precision change the features but not always the weights file
+        # (one MobileNet file serves sizes 128..224), so they belong in the cache key.
+        alpha = f"-alpha{self.alpha:g}" if self.alpha is not None else ""
+        self.preprocessing_version = f"{PREPROCESSING_REVISION}-{self.input_size}px{alpha}-{self._precision}"
+        self._model: Any = None
+        self._forward: Callable[[np.ndarray], Any] | None = None
+        self._keras_files: list[str] = []
+        self._digest: str | None = None
+
+    # -- building -------------------------------------------------------------------------
+    @property
+    def _weights_arg(self) -> str:
+        return str(self.weights_file) if self.weights_file is not None else "imagenet"
+
+    def _describe(self) -> str:
+        alpha = f"alpha={self.alpha:g}, " if self.alpha is not None else ""
+        return f"keras:{self.application} ({alpha}input_size={self.input_size})"
+
+    def _build_base(self, weights: str | None) -> Any:
+        """The application without its top, average-pooled, at ``input_size``."""
+        kwargs: dict[str, Any] = {"include_top": False, "weights": weights, "pooling": "avg",
+                                  "input_shape": (self.input_size, self.input_size, 3)}
+        if self.alpha is not None:
+            kwargs["alpha"] = self.alpha
+        files: list[str] = []
+        try:
+            with _watch_downloads(files), _dtype_policy(self._precision):
+                model = self._constructor(**kwargs)
+        except _DownloadFailed as exc:
+            raise UserError(f"{self._describe()}: cannot download its ImageNet weights ({exc}); "
+                            f"fetch the no-top weights file elsewhere and pass --weights FILE") from None
+        except (ValueError, OSError, TypeError) as exc:
+            source = f"weights file {str(self.weights_file)!r}" if weights and self.weights_file else "these settings"
+            raise UserError(f"cannot build {self._describe()} with {source}: {_one_line(exc)}") from None
+        if weights == "imagenet":
+            self._keras_files = files
+        return model
+
+    def _feature_model(self) -> Any:
+        if self._model is None:
+            import tensorflow as tf
+
+            model = self._build_base(self._weights_arg)
+            self._model = model
+            spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
+            # One traced graph for every batch size (the last batch is usually smaller).
+            self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        return self._model
+
+    def prepare(self, context: RunContext) -> None:
+        """Load the weights now, so a failed download is reported before any work starts."""
+        self._feature_model()
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def weights_sha256(self) -> str:
+        if self._digest is None:
+            if self.weights_file is not None:
+                self._digest = sha256_file(self.weights_file)
+            else:
+                self._feature_model()  # learn which file Keras loaded
+                cached = [Path(p) for p in self._keras_files if Path(p).is_file()]
+                if cached:
+                    self._digest = sha256_file(cached[-1])
+                else:
+                    self._digest = hashlib.sha256(f"imagenet:{self.application}".encode()).hexdigest()
+        return self._digest
+
+    @property
+    def feature_dim(self) -> int:  # type: ignore[override]
+        return int(self._feature_model().output_shape[-1])
+
+    def precision(self) -> str:
+        return self._precision
+
+    def info(self) -> dict[str, Any]:
+        import keras
+
+        return {
+            "application": self.application,
+            "preprocess_input": f"keras.applications.{self._family}.preprocess_input",
+            "weights": str(self.weights_file) if self.weights_file else "imagenet",
+            "weights_cache_file": self._keras_files[-1] if self._keras_files else None,
+            "input_size": self.input_size,
+            "alpha": self.alpha,
+            "precision": self._precision,
+            "keras_version": keras.__version__,
+        }
+
+    # -- features -------------------------------------------------------------------------
+    def _preprocessed_batches(self, images: Sequence[ImageData]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for indices, pixels in resized_batches(images, self.input_size, self.batch_size):
+            yield indices, np.asarray(self._preprocess_input(pixels), dtype=np.float32)
+
+    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+        model = self._feature_model()
+        assert self._forward is not None
+        out = np.full((len(images), int(model.output_shape[-1])), np.nan, dtype=np.float32)
+        for indices, batch in self._preprocessed_batches(images):
+            out[indices] = np.asarray(self._forward(batch), dtype=np.float32)
+        return out
+
+    # -- full retraining and fine-tuning ------------------------------------------------
+    def supports(self, method: str) -> bool:
+        return method in ("full", "finetune")
+
+    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
+        """Preprocessed float32 ``[N, size, size, 3]``; images that do not decode are all-NaN."""
+        size = self.input_size
+        out = np.full((len(images), size, size, 3), np.nan, dtype=np.float32)
+        for indices, batch in self._preprocessed_batches(images):
+            out[indices] = batch
+        return out
+
+    def build_model(self, num_classes: int, *, pretrained: bool, seed: int) -> Any:
+        """The application (random or with its weights, all trainable) + a new softmax layer.
+
+        With ``pretrained=True`` the base runs with ``training=False`` so its BatchNorm layers
+        keep their ImageNet statistics while their weights are fine-tuned (Keras's
+        transfer-learning guide); small fine-tuning batches would otherwise wreck them.
+        """
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        base = self._build_base(self._weights_arg if pretrained else None)
+        base.trainable = True
+        inputs = keras.Input((self.input_size, self.input_size, 3), name="image")
+        features = base(inputs, training=False) if pretrained else base(inputs)
+        # The softmax stays float32 under mixed precision, for numerically sound losses.
+        outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="softmax")(features)
+        label = re.sub(r"[^A-Za-z0-9_]", "_", self.application)
+        return keras.Model(inputs, outputs, name=f"{label}_{'finetune' if pretrained else 'full'}")

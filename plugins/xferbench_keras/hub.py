@@ -1,0 +1,195 @@
+"""``hub:<handle-or-dir>``: a TF-Hub image feature-vector SavedModel.
+
+Loaded with ``tensorflow_hub.load`` (a plain ``tf.saved_model.load`` underneath), never
+``hub.KerasLayer``, so Keras 2 (tf_keras) is not involved. Images are scaled to [0, 1] and
+resized to the size the module's signature fixes, else ``input_size`` (default 224), which
+is the TF-Hub convention for image feature vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xferbench.backbone import Backbone
+from xferbench.data import ImageData
+from xferbench.errors import UserError
+from xferbench_keras.images import resized_batches
+
+if TYPE_CHECKING:
+    from xferbench.context import RunContext
+
+PREPROCESSING_REVISION = "1"
+DEFAULT_INPUT_SIZE = 224
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def is_remote_handle(handle: str) -> bool:
+    """URLs (tfhub.dev, kaggle.com, gs://, ...) are fetched by tensorflow_hub; the rest are paths."""
+    return "://" in handle
+
+
+def sha256_tree(root: Path) -> str:
+    """Digest of every file under ``root`` (relative path and content), in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _signature_size(shape: Any) -> int | None:
+    """The square size fixed by an input shape ``[N, H, W, 3]``, or None when it is free."""
+    dims = list(shape) if shape.rank is not None else []
+    if len(dims) != 4:
+        return None
+    height, width = dims[1], dims[2]
+    if height is None or width is None:
+        return None
+    if height != width:
+        raise UserError(f"TF-Hub module expects {height}x{width} images; only square inputs are supported")
+    return int(height)
+
+
+class HubBackbone(Backbone):
+    """Features from a TF2 SavedModel that maps ``[N, H, W, 3]`` floats in [0, 1] to ``[N, D]``."""
+
+    def __init__(self, arg: str | None, options: Mapping[str, Any], context: RunContext) -> None:
+        handle = (arg or "").strip()
+        if not handle:
+            raise UserError("backbone 'hub' needs a handle or a SavedModel folder: hub:<url-or-dir>")
+        if not is_remote_handle(handle):
+            folder = Path(handle).expanduser()
+            if not folder.is_dir():
+                raise UserError(f"TF-Hub module folder {handle!r} does not exist; give a SavedModel folder "
+                                f"or a https:// handle")
+            if not (folder / "saved_model.pb").is_file() and not (folder / "saved_model.pbtxt").is_file():
+                raise UserError(f"{handle!r} is not a SavedModel folder (no saved_model.pb in it)")
+            handle = str(folder.resolve())
+        self.handle = handle
+        self.name = f"hub:{arg}"
+        self._size_option: int | None = options.get("input_size")
+        self.batch_size: int = options.get("batch_size") or 32
+        self._loaded: Any = None
+        self._call: Callable[[Any], Any] | None = None
+        self._folder: Path | None = None
+        self._input_size: int | None = None
+        self._feature_dim: int | None = None
+        self._digest: str | None = None
+
+    # -- loading --------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._call is not None:
+            return
+        import tensorflow as tf
+
+        try:
+            import tensorflow_hub as hub
+        except ImportError as exc:
+            if is_remote_handle(self.handle):
+                raise UserError(f"hub:{self.handle} needs the tensorflow_hub package ({_one_line(exc)}); "
+                                f"install it, or download the module and pass its folder") from None
+            hub = None  # a local folder loads the same way without it
+        try:
+            folder = hub.resolve(self.handle) if hub is not None else self.handle
+        except Exception as exc:  # network and cache errors come in many types
+            raise UserError(f"cannot fetch TF-Hub module {self.handle!r} ({_one_line(exc)}); download it "
+                            f"elsewhere and pass hub:/path/to/folder") from None
+        try:
+            loaded = hub.load(folder) if hub is not None else tf.saved_model.load(folder)
+        except Exception as exc:
+            raise UserError(f"cannot load TF-Hub module {self.handle!r}: {_one_line(exc)}") from None
+        self._folder = Path(os.fsdecode(folder))
+        call, fixed_size = self._entry_point(loaded)
+        if fixed_size is not None and self._size_option not in (None, fixed_size):
+            raise UserError(f"TF-Hub module {self.handle!r} takes {fixed_size}x{fixed_size} images; "
+                            f"drop input_size={self._size_option} or set it to {fixed_size}")
+        self._input_size = fixed_size or self._size_option or DEFAULT_INPUT_SIZE
+        probe = call(tf.zeros((1, self._input_size, self._input_size, 3), tf.float32))
+        if probe.shape.rank != 2:
+            raise UserError(f"TF-Hub module {self.handle!r} returns shape {probe.shape.as_list()}, not "
+                            f"[batch, features]; use an image feature-vector module")
+        self._loaded = loaded  # keeps the variables alive
+        self._feature_dim = int(probe.shape[-1])
+        self._call = call
+
+    def _entry_point(self, loaded: Any) -> tuple[Callable[[Any], Any], int | None]:
+        """How to call the module, and the input size its signature fixes (if any)."""
+        import tensorflow as tf
+
+        function = loaded.__call__ if callable(loaded) else None
+        concrete = list(getattr(function, "concrete_functions", None) or [])
+        if concrete:
+            args, kwargs = concrete[0].structured_input_signature
+            size = _signature_size(args[0].shape) if args and isinstance(args[0], tf.TensorSpec) else None
+            # Modules exported from Keras models take ``training``; they must run in inference mode.
+            takes_training = any(len(c.structured_input_signature[0]) > 1 or "training" in
+                                 c.structured_input_signature[1] for c in concrete)
+            if takes_training:
+                return (lambda x: loaded(x, training=False)), size
+            return loaded, size
+        signatures = getattr(loaded, "signatures", {})
+        if "serving_default" in signatures:
+            serving = signatures["serving_default"]
+            _, inputs = serving.structured_input_signature
+            outputs = serving.structured_outputs
+            if len(inputs) != 1 or len(outputs) != 1:
+                raise UserError(f"TF-Hub module {self.handle!r}: its serving signature must have one input "
+                                f"and one output, not {sorted(inputs)} -> {sorted(outputs)}")
+            (input_name, spec), = inputs.items()
+            (output_name,) = outputs
+            return (lambda x: serving(**{input_name: x})[output_name]), _signature_size(spec.shape)
+        raise UserError(f"TF-Hub module {self.handle!r} is neither callable nor has a serving signature; "
+                        f"use a TF2 image feature-vector SavedModel")
+
+    def prepare(self, context: RunContext) -> None:
+        self._load()
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        self._load()
+        assert self._input_size is not None
+        return self._input_size
+
+    @property
+    def feature_dim(self) -> int:  # type: ignore[override]
+        self._load()
+        assert self._feature_dim is not None
+        return self._feature_dim
+
+    @property
+    def weights_sha256(self) -> str:
+        if self._digest is None:
+            self._load()
+            assert self._folder is not None
+            self._digest = sha256_tree(self._folder)
+        return self._digest
+
+    @property
+    def preprocessing_version(self) -> str:  # type: ignore[override]
+        # The input size may come from the module rather than the options, so it is only
+        # known after loading; it changes the features, so it is part of the cache key.
+        return f"{PREPROCESSING_REVISION}-{self.input_size}px-unit"
+
+    def info(self) -> dict[str, Any]:
+        return {"handle": self.handle, "folder": str(self._folder) if self._folder else None,
+                "input_size": self._input_size, "input_range": "[0, 1]"}
+
+    # -- features -------------------------------------------------------------------------
+    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+        self._load()
+        assert self._call is not None
+        out = np.full((len(images), self.feature_dim), np.nan, dtype=np.float32)
+        for indices, pixels in resized_batches(images, self.input_size, self.batch_size):
+            out[indices] = np.asarray(self._call(pixels / np.float32(255.0)), dtype=np.float32)
+        return out
