@@ -11,7 +11,7 @@ def xferbench_register_backbones(register):
         factory="xferbench_lenet5.backbone:LeNet5",
         options=(
             Option("pretrain_on", str, "digits:0-4", "source dataset (and class subset) to pretrain on"),
-            Option("pretrain_epochs", int, 40, "epochs of pretraining", min=1),
+            Option("pretrain_epochs", int, 20, "epochs of pretraining", min=1),
             Option("learning_rate", float, 0.003, "Adam learning rate of pretraining", min=0),
             Option("batch_size", int, 256, "images per extraction batch", min=1),
         ),

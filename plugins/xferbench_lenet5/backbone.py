@@ -76,6 +76,7 @@ class LeNet5(Backbone):
             raise UserError(f"backbone 'lenet5' takes no argument, got 'lenet5:{arg}'")
         self.name = "lenet5"
         self.options = options
+        self.extract_batch_size = options["batch_size"]
         self.seed = context.seed
         self._weights_path: Path | None = None
         self._feature_model: Any = None
@@ -130,7 +131,7 @@ class LeNet5(Backbone):
                 def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                     task.advance(1, status=f"train acc {(logs or {}).get('accuracy', 0):.3f}")
 
-            model.fit(x, y, epochs=epochs, batch_size=64, shuffle=True, verbose=0, callbacks=[Report()])
+            model.fit(x, y, epochs=epochs, batch_size=128, shuffle=True, verbose=0, callbacks=[Report()])
         # atomic_path keeps the target's name as the temp name's ending, which Keras requires.
         with atomic_path(path) as tmp:
             model.save_weights(tmp)
@@ -149,16 +150,20 @@ class LeNet5(Backbone):
         return model
 
     def _source_classes(self) -> int:
+        """How many classes the pretraining head had: the kernel that maps the 84-wide bottleneck."""
         import h5py
 
         assert self._weights_path is not None
-        with h5py.File(self._weights_path, "r") as f:
-            # The bias of the last Dense layer has one entry per source class.
-            found: list[int] = []
-            f.visititems(lambda name, obj: found.append(obj.shape[0])
-                         if "logits" in name and hasattr(obj, "shape") and len(obj.shape) == 1 else None)
-        if not found:
-            raise UserError(f"{self._weights_path}: not a lenet5 weights file (no 'logits' layer)")
+        found: list[int] = []
+        try:
+            with h5py.File(self._weights_path, "r") as f:
+                f.visititems(lambda name, obj: found.append(obj.shape[1])
+                             if name.startswith("layers/") and getattr(obj, "shape", None) is not None
+                             and len(obj.shape) == 2 and obj.shape[0] == self.feature_dim else None)
+        except OSError as exc:
+            raise UserError(f"{self._weights_path}: not a readable weights file ({exc})") from None
+        if len(found) != 1:
+            raise UserError(f"{self._weights_path}: not a lenet5 weights file (no 84-wide final layer)")
         return found[0]
 
     # -- extraction --------------------------------------------------------------------

@@ -21,7 +21,7 @@ class TableReporter:
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
             justify = "right" if column in ("shots", "img/s", "extract s", "train s", "speed-up vs full") else "left"
-            table.add_column(column, justify=justify, overflow="fold")
+            table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "status")
         for row in summary_rows(document):
             style = "red" if row["status"] != "ok" else None
             table.add_row(*[row[c] for c in COLUMNS], style=style)

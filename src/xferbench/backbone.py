@@ -27,6 +27,8 @@ class Backbone(abc.ABC):
     feature_dim: int
     #: bump when preprocessing changes so cached features are not reused
     preprocessing_version: str = "1"
+    #: how many images the harness hands to one ``extract`` call
+    extract_batch_size: int = 64
 
     def prepare(self, context: RunContext) -> None:  # noqa: B027 - optional hook
         """Fetch, verify or pretrain weights. Called once before any extraction."""

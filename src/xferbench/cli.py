@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from xferbench import __version__
 from xferbench.errors import UserError
 
+# `xferbench run` alone is exactly this command line (lenet5's pretrain_on defaults to digits:0-4).
 DEFAULT_RUN = ["--backbone", "lenet5", "--dataset", "digits:5-9", "--head", "softmax",
                "--compare", "transfer,full", "--backbone-opt", "pretrain_on=digits:0-4"]
 KINDS = ("backbones", "datasets", "heads", "reporters")
@@ -64,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run a benchmark (no arguments: the embedded default)",
                          description="Run a benchmark. With no arguments this is: xferbench run "
                                      + " ".join(DEFAULT_RUN))
-    run.add_argument("--backbone", help="backbone name(s), comma-separated (default lenet5)")
-    run.add_argument("--dataset", help="dataset name(s), NAME:SUBSET selects classes, e.g. digits:5-9")
-    run.add_argument("--head", help="head name(s) for transfer (default softmax)")
-    run.add_argument("--compare", default=None,
+    run.add_argument("--backbone", default="lenet5", help="backbone name(s), comma-separated (default lenet5)")
+    run.add_argument("--dataset", default="digits:5-9",
+                     help="dataset name(s); NAME:SUBSET selects classes (default digits:5-9)")
+    run.add_argument("--head", default="softmax", help="head name(s) for transfer (default softmax)")
+    run.add_argument("--compare", default="transfer,full",
                      help="methods: transfer, full, finetune (default transfer,full)")
     run.add_argument("--shots", default="all", help="training images per class, e.g. 1,5,10,all")
     run.add_argument("--seed", type=int, default=0)
@@ -117,6 +119,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CUDA probing, absl) kept off the terminal."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError:
+                pass  # imported again below with stderr back, so the real error is visible
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    import tensorflow  # noqa: F401,F811
+
+
 def _catalog(args: argparse.Namespace) -> Any:
     from xferbench.plugin_manager import load_catalog
 
@@ -140,10 +161,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "run":
         return _cmd_run(args, argv)
     if args.command == "fetch":
+        import_tensorflow_quietly()
         return _cmd_fetch(args)
     if args.command == "evaluate":
         from xferbench.evaluate import watch
 
+        import_tensorflow_quietly()
         watch(args.watch, interval=args.interval, until_done=args.until_done)
         return 0
     raise AssertionError(args.command)
@@ -189,20 +212,13 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from xferbench.results import check_writable, default_output_path
     from xferbench.runner import Runner, RunRequest, parse_duration, parse_shots
 
-    explicit = any(getattr(args, name) for name in ("backbone", "dataset", "head", "compare")) or any(
-        (args.backbone_opt, args.dataset_opt, args.head_opt))
-    if not explicit:
-        # The embedded default: exactly the documented command line.
-        defaults = build_parser().parse_args(["run", *DEFAULT_RUN])
-        for name in ("backbone", "dataset", "head", "compare", "backbone_opt"):
-            setattr(args, name, getattr(defaults, name))
     catalog = _catalog(args)
     reporter_spec, _ = catalog.reporters.resolve(args.format)
     request = RunRequest(
-        backbones=_split_list(args.backbone or "lenet5"),
-        datasets=_split_tokens(args.dataset or "digits"),
-        heads=_split_list(args.head or "softmax"),
-        methods=_split_list(args.compare or "transfer,full"),
+        backbones=_split_list(args.backbone),
+        datasets=_split_tokens(args.dataset),
+        heads=_split_list(args.head),
+        methods=_split_list(args.compare),
         shots=parse_shots(args.shots),
         backbone_options=parse_assignments(args.backbone_opt, "--backbone-opt"),
         dataset_options=parse_assignments(args.dataset_opt, "--dataset-opt"),
@@ -218,16 +234,21 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     check_writable(output)
     context = _context(args, catalog, seed=args.seed, weights=args.weights, data_dir=args.data_dir)
     runner = Runner(request, context, output)
+    import_tensorflow_quietly()
     try:
         document = runner.run()
     except KeyboardInterrupt:
         print(f"xferbench: interrupted; finished runs are in {output}", file=sys.stderr)
         return 130
+    failures = [run for run in document["runs"] if run.get("status") != "ok"]
+    if document["runs"] and len(failures) == len(document["runs"]):
+        # Nothing ran: that is a plain user error (bad subset, missing files, ...), not a result.
+        raise UserError(f"{failures[0]['error']} (results: {output})")
     reporter = reporter_spec.load_factory()(reporter_spec.validate({}))
     reporter.report(document, sys.stdout)
     if not args.quiet:
         print(f"results: {output}", file=sys.stderr)
-    return 1 if any(run.get("status") != "ok" for run in document["runs"]) else 0
+    return 1 if failures else 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 from collections.abc import Iterable
@@ -79,13 +80,24 @@ def build_plugin_manager(blocked: Iterable[str] = (), extra_plugins: Iterable[tu
                 pm.register(plugin, name=name)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r} is invalid: {_one_line(exc)}") from exc
+        raise PluginError(_invalid_plugin_message(pm, exc)) from exc
     except PluginError:
         raise
     except Exception as exc:  # a third-party plugin failing to import must not produce a traceback
         raise PluginError(f"a plugin failed to load: {type(exc).__name__}: {_one_line(exc)}; "
                           f"block it with --no-plugin NAME or {DISABLE_ENV}") from exc
     return pm
+
+
+def _invalid_plugin_message(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> str:
+    name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", "?")
+    known = sorted(n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_"))
+    bad = [attr for attr in dir(exc.plugin) if attr.startswith(f"{hookspecs.PROJECT}_") and attr not in known]
+    if bad:
+        hint = difflib.get_close_matches(bad[0], known, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"plugin {name!r} implements unknown hook {bad[0]!r}{suggestion} (hooks: {', '.join(known)})"
+    return f"plugin {name!r} is invalid: {_one_line(exc)}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -128,8 +140,10 @@ def _call_register(function: Any, registry: Registry[Any], plugin_name: str) -> 
 
     try:
         function(register=register)
-    except PluginError:
-        raise
+    except PluginError as exc:
+        if f"{plugin_name!r}" in str(exc):
+            raise
+        raise PluginError(f"plugin {plugin_name!r}: {exc}") from exc
     except Exception as exc:
         raise PluginError(f"plugin {plugin_name!r} failed while registering: {type(exc).__name__}: "
                           f"{_one_line(exc)}") from exc

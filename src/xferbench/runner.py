@@ -44,6 +44,7 @@ class RunRequest:
     full_budget_seconds: float | None = None
     finetune_learning_rate: float = 1e-4
     full_learning_rate: float = 1e-3
+    full_batch_size: int = 32
     show_misclassified: bool = False
     command: list[str] = field(default_factory=list)
 
@@ -186,7 +187,7 @@ class Runner:
         if "transfer" in self.request.methods:
             try:
                 extraction = extract_features(backbone, dataset, self.context.subdir("bottlenecks"),
-                                              self.context.progress)
+                                              self.context.progress, batch_size=backbone.extract_batch_size)
             except UserError as exc:
                 extraction = exc
         model_inputs: np.ndarray | None = None
@@ -307,10 +308,13 @@ class Runner:
                 curve.append({"step": step, "seconds": elapsed, "val_accuracy": val_acc})
                 task.set_status("" if val_acc is None else f"step {step}, val acc {val_acc:.3f}")
 
+            steps_per_epoch = max(1, -(-len(y_train) // req.full_batch_size))
             outcome = training.train_model(
                 model, x_train, y_train, x_val, y_val, epochs=epochs, budget_seconds=req.full_budget_seconds,
+                batch_size=req.full_batch_size, optimizer="adam",
                 learning_rate=req.finetune_learning_rate if pretrained else req.full_learning_rate,
-                seed=self.context.seed, run_dir=run_dir, on_progress=on_progress,
+                seed=self.context.seed, run_dir=run_dir, eval_every_steps=steps_per_epoch,
+                checkpoint_every_steps=steps_per_epoch * 5, on_progress=on_progress,
                 on_epoch=lambda epoch: task.advance(1))
         predicted = outcome.predict_proba(x_test).argmax(axis=1)
         summary = metrics.summarize(y_test, predicted, dataset.class_names, keys=test_keys, seed=self.context.seed)
@@ -319,7 +323,8 @@ class Runner:
             skipped_files=dataset.skipped_counts(), train_seconds=outcome.seconds, cache_hits=0,
             extract_images_per_second=None, extract_seconds=None, curve=curve or outcome.curve,
             training={"steps": outcome.steps, "epochs": outcome.epochs, "stopped_by": outcome.stopped_by,
-                      "run_dir": str(run_dir)},
+                      "setup_seconds": outcome.setup_seconds, "final_val_accuracy": outcome.val_accuracy,
+                      "optimizer": "adam", "ema_decay": 0.99, "run_dir": str(run_dir)},
             backbone_info=backbone.info(), **_metric_fields(summary, req),
         )
         return row

@@ -1,0 +1,140 @@
+"""The CLI contract, end to end through subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["list", "heads"], ["plugins"], ["run", "--help"]])
+def test_light_commands_do_not_import_tensorflow(argv):
+    code = ("import sys\nfrom xferbench.cli import main\n"
+            "try:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-ABSENT', file=sys.stderr)" % argv)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "TF-ABSENT" in result.stderr, result.stderr
+
+
+def test_list_shows_every_builtin_with_its_plugin():
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    for name in ("lenet5", "inception_2015", "keras:<arg>", "hub:<arg>", "digits", "folder:<arg>", "flowers",
+                 "mnist", "softmax", "logreg", "mlp", "table"):
+        assert name in result.stdout, name
+
+
+def test_plugins_lists_versions_and_origins():
+    result = run_cli("plugins")
+    assert result.returncode == 0
+    assert "lenet5" in result.stdout and "0.1.0" in result.stdout
+
+
+def test_unknown_backbone_is_one_line_with_suggestion(cli):
+    line = assert_one_line_error(cli("run", "--backbone", "lenet", "--compare", "transfer"), "unknown backbone")
+    assert "did you mean 'lenet5'?" in line
+
+
+def test_unknown_head_and_dataset(cli):
+    assert_one_line_error(cli("run", "--head", "sofmax"), "did you mean 'softmax'?")
+    assert_one_line_error(cli("run", "--dataset", "digit"), "did you mean 'digits'?")
+
+
+def test_bad_options_are_rejected_by_the_plugin(cli):
+    assert_one_line_error(cli("run", "--backbone-opt", "pretrain_epoch=3"), "unknown option", "pretrain_epochs")
+    assert_one_line_error(cli("run", "--head-opt", "steps=many"), "steps", "not an integer")
+    assert_one_line_error(cli("run", "--head-opt", "nokey"), "KEY=VALUE")
+
+
+def test_missing_data_dir_and_weights(cli, tmp_path):
+    assert_one_line_error(cli("run", "--data-dir", str(tmp_path / "nope")), "--data-dir", "no such directory")
+    assert_one_line_error(cli("run", "--weights", str(tmp_path / "nope.h5")), "--weights", "no such file")
+
+
+def test_unwritable_output(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(cli("run", "--output", str(blocker / "r.json")), "cannot write results")
+    assert_one_line_error(cli("run", "--output", str(tmp_path / "r.txt")), ".json")
+
+
+def test_bad_class_subset(cli):
+    assert_one_line_error(cli("run", "--dataset", "digits:7-12", "--compare", "transfer", "--output", "r.json",
+                              "--quiet"), "outside 0-9")
+
+
+def test_bad_shots_compare_and_budget(cli):
+    assert_one_line_error(cli("run", "--shots", "0"), "--shots")
+    assert_one_line_error(cli("run", "--compare", "transfer,partial"), "unknown method 'partial'")
+    assert_one_line_error(cli("run", "--full-budget", "soon"), "--full-budget")
+
+
+def test_blocked_plugin_makes_its_names_unknown(cli):
+    assert_one_line_error(cli("run", "--no-plugin", "lenet5"), "unknown backbone 'lenet5'")
+    assert_one_line_error(cli("run", env={"XFERBENCH_DISABLE_PLUGINS": "heads"}), "unknown head 'softmax'")
+
+
+def test_usage_errors_are_one_line_too(cli):
+    assert_one_line_error(cli("run", "--seed", "abc"), "--seed")
+    assert_one_line_error(cli("frobnicate"), "invalid choice")
+
+
+def test_fetch_unknown_and_nothing_to_fetch(cli):
+    assert_one_line_error(cli("fetch", "inceptoin_2015"), "did you mean 'inception_2015'?")
+    assert_one_line_error(cli("fetch", "digits"), "nothing to download")
+
+
+@pytest.mark.slow
+def test_embedded_default_end_to_end(cli, tmp_path):
+    """`xferbench run` with no arguments: pretrain lenet5 on digits 0-4, transfer to 5-9, against full."""
+    result = cli("run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "transfer" in result.stdout and "full" in result.stdout and "speed-up" in result.stdout
+    outputs = list((tmp_path / "xferbench-results").glob("*.json"))
+    assert len(outputs) == 1
+    document = json.loads(outputs[0].read_text())
+    assert document["schema_version"] == 1
+    assert document["seed"] == 0 and document["versions"]["tensorflow"] and document["machine"]["cores"] >= 1
+    runs = {run["method"]: run for run in document["runs"]}
+    assert set(runs) == {"transfer", "full"}
+    for run in runs.values():
+        for field in ("backbone", "dataset", "head", "method", "shots", "n_train", "n_val", "n_test",
+                      "skipped_files", "test_accuracy", "train_seconds", "cache_hits"):
+            assert field in run, field
+        assert run["status"] == "ok" and run["dataset"] == "digits:5-9" and run["backbone"] == "lenet5"
+        assert run["n_test"] > 50
+    transfer = runs["transfer"]
+    assert transfer["head"] == "softmax" and transfer["shots"] == "all"
+    assert transfer["test_accuracy"] > 0.6, transfer["test_accuracy"]  # chance is 0.2
+    assert transfer["extract_images_per_second"] > 0 and transfer["cache_hits"] == 0
+    assert document["runs"][0]["backbone_info"]["pretrained_on"] == "digits:0-4"
+
+    # A second run reuses the pretrained weights and every bottleneck: zero forward passes.
+    again = cli("run", "--compare", "transfer", "--output", "again.json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((tmp_path / "again.json").read_text())["runs"][0]
+    assert rerun["extracted"] == 0 and rerun["cache_hits"] == transfer["n_train"] + transfer["n_val"] + transfer[
+        "n_test"]
+    assert rerun["backbone_info"]["pretrain_cache_hit"] is True
+    assert rerun["test_accuracy"] == transfer["test_accuracy"]
+
+
+def test_readme_documents_the_default_as_one_command_line():
+    from xferbench.cli import DEFAULT_RUN
+
+    readme = (REPO / "README.md").read_text()
+    assert "xferbench run " + " ".join(DEFAULT_RUN) in readme
