@@ -159,6 +159,8 @@ def bad_folder(tmp_path: Path) -> Path:
     (bad / ".hidden_dir" / "x.jpg").write_bytes(b"")
     (bad / "notes.txt").write_text("not an image extension")
     (root / "LICENSE.txt").write_text("files beside the class folders are ignored")
+    (root / "__MACOSX" / "good").mkdir(parents=True)  # macOS zip residue is not a class
+    (root / "__MACOSX" / "good" / "g00.jpg").write_bytes(b"")
     return root
 
 
@@ -184,6 +186,7 @@ def test_bad_files_are_skipped_and_counted(context: RunContext, bad_folder: Path
     assert "'bad' is left out: all 11 image file(s) in it were skipped" in text
     assert "'empty' is left out: it holds no image files" in text
     assert "only one class" in text
+    assert "__MACOSX" not in text
     assert "ignored 1 file(s) without an image extension" in text and "bad/notes.txt" in text
     for ex in ds.examples:
         assert ex.split == tf_split(ex.key.rsplit("/", 1)[1])

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: at most this many duplicate warnings are listed one by one
 _MAX_DUPLICATE_WARNINGS = 10
+#: top-level folders that archivers add and that are never classes
+_NOT_CLASSES = frozenset({"__MACOSX"})
 
 
 class _Listing:
@@ -87,7 +89,7 @@ def _list_classes(root: Path, listing: _Listing) -> list[str]:
     root_info = os.stat(root)
     classes: list[str] = []
     for name in sorted(os.listdir(root)):
-        if name.startswith("."):
+        if name.startswith(".") or name in _NOT_CLASSES:
             continue
         path = root / name
         try:

@@ -150,12 +150,15 @@ def _load_files(options: Mapping[str, Any], context: RunContext) -> tuple[dict[s
     if context.data_dir is not None:
         paths = _in_data_dir(Path(context.data_dir))
         pins = _Pins(cache_dir).load()
+        problems: list[str] = []
         for spec in FILES:
             parsed[spec.name] = read_idx(paths[spec.name], spec.kind)
             problem = canonical_problem(spec, parsed[spec.name], pins)
             if problem is not None:
-                warnings.append(f"{paths[spec.name]} is not the canonical MNIST file ({problem}); "
-                                f"results are not comparable with published MNIST numbers")
+                problems.append(f"{paths[spec.name].name}: {problem}")
+        if problems:
+            warnings.append(f"{len(problems)} of the 4 MNIST files in {context.data_dir} are not the canonical "
+                            f"ones ({'; '.join(problems)}); results are not comparable with published MNIST numbers")
         return parsed, warnings
     quiet = getattr(context.progress, "quiet", False)
     for spec in FILES:
