@@ -207,6 +207,21 @@ def test_check_image_reasons_directly(bad_folder: Path) -> None:
         assert check_image(bad / "big.png") == "too_large"
 
 
+def test_permission_error_on_read_is_unreadable(bad_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What chmod 000 does for a normal user (root is never refused, hence the stand-in).
+    locked = bad_folder / "good" / "g01.jpg"
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert check_image(locked) == "unreadable"
+    assert check_image(bad_folder / "good" / "g02.jpg") is None
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file_without_permission(context: RunContext, tmp_path: Path) -> None:
     root = tmp_path / "p"
