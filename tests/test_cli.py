@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO, run_cli
+from xferbench.results import validate_document
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -107,6 +108,7 @@ def test_embedded_default_end_to_end(cli, tmp_path):
     outputs = list((tmp_path / "xferbench-results").glob("*.json"))
     assert len(outputs) == 1
     document = json.loads(outputs[0].read_text())
+    validate_document(document)
     assert document["schema_version"] == 1
     assert document["seed"] == 0 and document["versions"]["tensorflow"] and document["machine"]["cores"] >= 1
     runs = {run["method"]: run for run in document["runs"]}

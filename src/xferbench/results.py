@@ -66,6 +66,21 @@ def write_document(path: Path, document: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(_clean(document), indent=2, sort_keys=False) + "\n")
 
 
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the results document (docs/results.md explains the fields)."""
+    from importlib import resources
+
+    text = resources.files("xferbench").joinpath(f"schema/results-v{SCHEMA_VERSION}.schema.json").read_text()
+    return json.loads(text)
+
+
+def validate_document(document: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``document`` breaks the schema."""
+    import jsonschema
+
+    jsonschema.validate(_clean(document), schema())
+
+
 def load_document(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
