@@ -1,0 +1,171 @@
+"""The ``inception_2015`` backbone: Google's Inception-v3 graph of December 2015, cut at pool_3."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xferbench.backbone import Backbone
+from xferbench.data import ImageData
+from xferbench_inception import graph as graphs
+from xferbench_inception import pipeline
+
+if TYPE_CHECKING:
+    from xferbench.context import RunContext
+
+_MIN_CAPTURED_BYTES = 1024
+
+
+@dataclass
+class _Loaded:
+    """A prepared graph: the callable and what it was built from."""
+
+    function: Any  # float [n, H, W, 3] (resized, 0..255) -> float32 [n, 2048]
+    interface: graphs.Interface
+    weights_sha256: str
+    source: Path
+    member: str | None
+    folded: int
+    dropped_checks: int
+    load_seconds: float
+
+
+class Inception2015(Backbone):
+    """Bottlenecks (``pool_3``, 2048 floats) of the 2015 graph, batched and bit-faithful in preprocessing."""
+
+    name = "inception_2015"
+    feature_dim = graphs.FEATURE_DIM
+    preprocessing_version = "1"
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+        self._precision: str = self.options.get("precision") or "float32"
+        self._batch_size: int = int(self.options.get("batch_size") or 32)
+        self._xla: bool = bool(self.options.get("xla"))
+        self._loaded: _Loaded | None = None
+
+    # -- preparing ------------------------------------------------------------------------
+    def prepare(self, context: RunContext) -> None:
+        from xferbench_inception.fetching import resolve
+
+        self.load(resolve(self.options, context))
+
+    def load(self, path: Path) -> None:
+        """Read, verify and rewrite the graph at ``path`` (.pb, .zip or .tgz) and build the function."""
+        started = time.perf_counter()
+        graph_file = graphs.read_graph_file(Path(path))
+        where = f"{graph_file.source}:{graph_file.member}" if graph_file.member else str(graph_file.source)
+        graph_def = graphs.parse(graph_file)
+        interface = graphs.verify(graph_def, where)
+        rewritten = graphs.rewrite(graph_def, interface, where, self._precision)
+        function = _build_function(rewritten.graph_def, interface, self._xla)
+        self._loaded = _Loaded(
+            function=function,
+            interface=interface,
+            weights_sha256=hashlib.sha256(graph_file.data).hexdigest(),
+            source=graph_file.source,
+            member=graph_file.member,
+            folded=rewritten.folded,
+            dropped_checks=rewritten.dropped_checks,
+            load_seconds=time.perf_counter() - started,
+        )
+
+    def _require(self) -> _Loaded:
+        if self._loaded is None:
+            raise RuntimeError("inception_2015: call prepare(context) or load(path) before using the backbone")
+        return self._loaded
+
+    # -- the Backbone contract ------------------------------------------------------------
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the graph's .pb bytes (the same for the .pb alone or inside either archive)."""
+        return self._require().weights_sha256
+
+    def cache_namespace(self) -> str:
+        # bfloat16 features differ from float32 ones, so they must not share cache entries.
+        base = super().cache_namespace()
+        return base if self._precision == "float32" else f"{base}|{self._precision}"
+
+    def precision(self) -> str:
+        return self._precision
+
+    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+        """float32 ``[len(images), 2048]``; rows of images that cannot be decoded are NaN."""
+        loaded = self._require()
+        out = np.full((len(images), self.feature_dim), np.nan, dtype=np.float32)
+        for indices, batch, valid in pipeline.batches(images, loaded.interface, self._batch_size,
+                                                      pad_to_batch=self._xla):
+            out[indices] = loaded.function(batch).numpy()[:valid]
+        return out
+
+    def forward(self, resized: Any) -> np.ndarray:
+        """The network alone on already resized float images ``[n, H, W, 3]`` (0..255): for benchmarks."""
+        return self._require().function(resized).numpy()
+
+    def input_size(self) -> tuple[int, int]:
+        return self._require().interface.size
+
+    def info(self) -> dict[str, Any]:
+        loaded = self._require()
+        return {
+            "source": str(loaded.source),
+            "member": loaded.member,
+            "graph_producer_version": loaded.interface.producer,
+            "input_size": list(loaded.interface.size),
+            "batchnorms_folded": loaded.folded,
+            "checknumerics_dropped": loaded.dropped_checks,
+            "precision": self._precision,
+            "xla": self._xla,
+            "batch_size": self._batch_size,
+            "load_seconds": round(loaded.load_seconds, 3),
+        }
+
+
+def _build_function(graph_def: Any, interface: graphs.Interface, xla: bool) -> Any:
+    """Import the rewritten GraphDef into a TF2 function (it holds no removed op any more).
+
+    The weights leave the GraphDef and enter the function as captured tensors: with ~95 MB of
+    Const nodes inside it, building and first-calling the function took ~25 s (Grappler
+    walks every constant); as captures it takes ~3 s and runs as fast.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import graph_pb2, node_def_pb2
+    from tensorflow.python.framework import tensor_util
+
+    light = graph_pb2.GraphDef()
+    light.versions.CopyFrom(graph_def.versions)
+    weights: dict[str, Any] = {}
+    for node in graph_def.node:
+        value = node.attr["value"].tensor if node.op == "Const" else None
+        if value is not None and len(value.tensor_content) >= _MIN_CAPTURED_BYTES:
+            # identity() puts the tensor where eager ops run (the GPU if there is one), once.
+            weights[node.name] = tf.identity(tf.constant(tensor_util.MakeNdarray(value)))
+            placeholder = node_def_pb2.NodeDef(name=node.name, op="Placeholder")
+            placeholder.attr["dtype"].CopyFrom(node.attr["dtype"])
+            placeholder.attr["shape"].shape.CopyFrom(value.tensor_shape)
+            light.node.append(placeholder)
+        else:
+            light.node.append(node)
+
+    def import_graph() -> None:
+        feeds = {f"{name}:0": tf.identity(tensor) for name, tensor in weights.items()}
+        tf.compat.v1.import_graph_def(light, input_map=feeds, name="")
+
+    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    pruned = wrapped.prune(wrapped.graph.get_tensor_by_name(f"{graphs.INPUT_NAME}:0"),
+                           wrapped.graph.get_tensor_by_name(f"{graphs.OUTPUT_NAME}:0"))
+    height, width = interface.size
+    signature = [tf.TensorSpec([None, height, width, 3], tf.float32)]
+    # tf.function around the pruned graph: one place to switch XLA on, and a stable signature.
+    return tf.function(lambda x: pruned(x), input_signature=signature, jit_compile=xla or None)
+
+
+def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> Inception2015:
+    """Factory registered for ``inception_2015``."""
+    return Inception2015(options)
