@@ -8,6 +8,7 @@ TensorFlow is imported by the components that need it, so ``--help``, ``list`` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -94,6 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--from", dest="source", type=Path, help="import a file you downloaded yourself")
     fetch.add_argument("--opt", action="append", default=[], metavar="K=V", help="an option of the component")
 
+    extract = sub.add_parser("extract", parents=[common], help="write bottleneck features of a dataset to .npz")
+    extract.add_argument("--backbone", required=True)
+    extract.add_argument("--dataset", required=True)
+    extract.add_argument("--weights", type=Path)
+    extract.add_argument("--data-dir", type=Path)
+    extract.add_argument("--seed", type=int, default=0)
+    extract.add_argument("--out", required=True, type=Path, metavar="FILE.npz")
+    extract.add_argument("--backbone-opt", action="append", default=[], metavar="K=V")
+    extract.add_argument("--dataset-opt", action="append", default=[], metavar="K=V")
+
+    export = sub.add_parser("export", parents=[common], help="write a transfer run as one TF SavedModel")
+    export.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR")
+
+    predict = sub.add_parser("predict", parents=[common], help="top-k labels of images from an exported model")
+    predict.add_argument("--model", required=True, type=Path, metavar="DIR")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMG")
+
+    compare = sub.add_parser("compare", parents=[common], help="deltas between two results files")
+    compare.add_argument("baseline", type=Path, metavar="A.json")
+    compare.add_argument("candidate", type=Path, metavar="B.json")
+    compare.add_argument("--fail-on-regression", type=float, metavar="PCT",
+                         help="exit 1 when accuracy, throughput or time regress by more than PCT percent")
+
+    report = sub.add_parser("report", parents=[common], help="render a results file (plots need the [plot] extra)")
+    report.add_argument("result", type=Path, metavar="RESULT.json")
+    report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
+    report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
+
     evaluate = sub.add_parser("evaluate", parents=[common], help="watch a training run's checkpoints")
     evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
@@ -128,10 +159,9 @@ def import_tensorflow_quietly() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            try:
+            # On failure it is imported again below with stderr back, so the real error is visible.
+            with contextlib.suppress(ImportError):
                 import tensorflow  # noqa: F401
-            except ImportError:
-                pass  # imported again below with stderr back, so the real error is visible
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -163,6 +193,27 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "fetch":
         import_tensorflow_quietly()
         return _cmd_fetch(args)
+    if args.command == "extract":
+        import_tensorflow_quietly()
+        return _cmd_extract(args)
+    if args.command == "export":
+        from xferbench.export import export_run
+
+        import_tensorflow_quietly()
+        catalog = _catalog(args)
+        path = export_run(args.run, args.out, _context(args, catalog))
+        print(f"exported: {path}")
+        return 0
+    if args.command == "predict":
+        return _cmd_predict(args)
+    if args.command == "compare":
+        from xferbench.compare import compare_documents
+        from xferbench.results import load_document
+
+        return compare_documents(load_document(args.baseline), load_document(args.candidate),
+                                 fail_on_regression=args.fail_on_regression, stream=sys.stdout)
+    if args.command == "report":
+        return _cmd_report(args)
     if args.command == "evaluate":
         from xferbench.evaluate import watch
 
@@ -249,6 +300,58 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.quiet:
         print(f"results: {output}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from xferbench.extraction import write_npz
+    from xferbench.options import parse_assignments
+    from xferbench.runner import Runner, RunRequest
+
+    if args.out.suffix != ".npz":
+        raise UserError(f"--out {args.out}: the features file must end in .npz")
+    catalog = _catalog(args)
+    request = RunRequest(backbones=[args.backbone], datasets=_split_tokens(args.dataset), heads=[],
+                         methods=["transfer"],
+                         backbone_options=parse_assignments(args.backbone_opt, "--backbone-opt"),
+                         dataset_options=parse_assignments(args.dataset_opt, "--dataset-opt"))
+    context = _context(args, catalog, seed=args.seed, weights=args.weights, data_dir=args.data_dir)
+    runner = Runner(request, context, output=args.out.with_suffix(".json"))
+    dataset = context.load_dataset(request.datasets[0], runner.dataset_specs[request.datasets[0]][1])
+    backbone = runner.make_backbone(args.backbone)
+    backbone.prepare(context)
+    extraction = write_npz(args.out, backbone, dataset, context)
+    print(f"{args.out}: {extraction.features.shape[0] - len(extraction.failed)} images x "
+          f"{extraction.features.shape[1]} features ({extraction.cache_hits} from cache, "
+          f"{extraction.computed} computed, {len(extraction.failed)} failed)")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from xferbench.export import predict
+
+    for image in args.images:
+        if not image.is_file():
+            raise UserError(f"{image}: no such image file")
+    import_tensorflow_quietly()
+    for image, top in zip(args.images, predict(args.model, args.images, top_k=args.top_k), strict=True):
+        ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in top)
+        print(f"{image}: {ranked}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from xferbench.results import load_document
+
+    document = load_document(args.result)
+    catalog = _catalog(args)
+    spec, _ = catalog.reporters.resolve(args.format)
+    spec.load_factory()(spec.validate({})).report(document, sys.stdout)
+    if args.plot is not None:
+        from xferbench.plots import write_plots
+
+        for path in write_plots(document, args.plot):
+            print(f"plot: {path}")
+    return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from xferbench.backbone import Backbone
 from xferbench.bottleneck_cache import BottleneckCache, image_digest
 from xferbench.data import ImageDataset
 from xferbench.progress import Progress, Task
+
+if TYPE_CHECKING:
+    from xferbench.context import RunContext
 
 
 @dataclass
@@ -89,3 +93,21 @@ def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path
         result.seconds = time.perf_counter() - compute_started if compute_started is not None else 0.0
     result.corrupt_cache_entries = cache.corrupt_entries
     return result
+
+
+def write_npz(path: Path, backbone: Backbone, dataset: ImageDataset, context: RunContext) -> Extraction:
+    """``xferbench extract``: features, labels, paths, split and class names, without pickle."""
+    from xferbench.atomic import atomic_path
+
+    extraction = extract_features(backbone, dataset, context.subdir("bottlenecks"), context.progress,
+                                  batch_size=backbone.extract_batch_size)
+    failed = set(extraction.failed)
+    keep = [i for i, ex in enumerate(dataset.examples) if ex.key not in failed]
+    examples = [dataset.examples[i] for i in keep]
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, features=extraction.features[keep].astype(np.float32),
+                 labels=np.array([ex.label for ex in examples], dtype=np.int64),
+                 paths=np.array([ex.key for ex in examples], dtype=str),
+                 split=np.array([ex.split for ex in examples], dtype=str),
+                 class_names=np.array(dataset.class_names, dtype=str))
+    return extraction

@@ -176,7 +176,7 @@ class Runner:
         try:
             if isinstance(dataset, UserError):
                 raise dataset
-            backbone = self._make_backbone(backbone_token)
+            backbone = self.make_backbone(backbone_token)
             backbone.prepare(self.context)
         except UserError as exc:
             for row in self._planned_rows(backbone_token, dataset_token):
@@ -219,7 +219,7 @@ class Runner:
         self.document["runs"].append(row)
         self._save()
 
-    def _make_backbone(self, token: str) -> Backbone:
+    def make_backbone(self, token: str) -> Backbone:
         spec, options = self.backbone_specs[token]
         _, arg = self.context.catalog.backbones.resolve(token)
         if not spec.parametric and arg:
@@ -265,6 +265,9 @@ class Runner:
             train_seconds = time.perf_counter() - started
         predicted = head.predict(x_test)
         summary = metrics.summarize(y_test, predicted, dataset.class_names, keys=test_keys, seed=self.context.seed)
+        run_dir = self._run_dir(row)
+        save_transfer_run(run_dir, row, backbone, head, dataset.class_names, self.context,
+                          self.backbone_specs[row["backbone"]][1])
         row.update(
             status="ok", n_train=len(y_train), n_val=len(y_val), n_test=len(y_test),
             skipped_files={**dataset.skipped_counts(), **({"decode_error": len(failed)} if failed else {})},
@@ -272,9 +275,15 @@ class Runner:
             extract_forward_images_per_second=extraction.forward_images_per_second,
             extract_seconds=extraction.seconds, train_seconds=train_seconds, cache_hits=extraction.cache_hits,
             extracted=extraction.computed, precision=backbone.precision(), curve=curve,
-            backbone_info=backbone.info(), head_info=head.info(), **_metric_fields(summary, self.request),
+            backbone_info=backbone.info(), head_info=head.info(), run_dir=str(run_dir),
+            **_metric_fields(summary, self.request),
         )
         return row
+
+    def _run_dir(self, row: dict[str, Any]) -> Path:
+        head = "" if row["method"] != "transfer" else f"-{row['head']}"
+        name = f"{row['method']}-{row['backbone']}-{row['dataset']}{head}-{_shots_label(row['shots'])}"
+        return self.output.with_suffix("") / _slug(name)
 
     def _train_network(self, row: dict[str, Any], backbone: Backbone, dataset: ImageDataset,
                        subset: ImageDataset, inputs: np.ndarray, method: str) -> dict[str, Any]:
@@ -298,8 +307,7 @@ class Runner:
         epochs = req.full_epochs
         if epochs is None and req.full_budget_seconds is None:
             epochs = 30
-        run_dir = self.output.with_suffix("") / _slug(f"{method}-{row['backbone']}-{row['dataset']}-"
-                                                      f"{_shots_label(row['shots'])}")
+        run_dir = self._run_dir(row)
         curve: list[dict[str, float]] = []
         label = "fine-tuning" if pretrained else "full training"
         with self.context.progress.task(f"{label} {row['backbone']} ({_shots_label(row['shots'])} shots)",
@@ -328,6 +336,31 @@ class Runner:
             backbone_info=backbone.info(), **_metric_fields(summary, req),
         )
         return row
+
+
+RUN_FILE = "run.json"
+HEAD_FILE = "head.keras"
+LABELS_FILE = "labels.txt"
+
+
+def save_transfer_run(run_dir: Path, row: dict[str, Any], backbone: Backbone, head: Any,
+                      class_names: list[str], context: RunContext, backbone_options: dict[str, Any]) -> None:
+    """What ``xferbench export`` needs: the head as Keras, the labels and how to rebuild the backbone."""
+    import json
+
+    from xferbench.atomic import atomic_path, atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / HEAD_FILE) as tmp:
+        head.to_keras(backbone.feature_dim).save(tmp)
+    atomic_write_text(run_dir / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
+    atomic_write_text(run_dir / RUN_FILE, json.dumps({
+        "method": "transfer", "backbone": row["backbone"], "backbone_options": backbone_options,
+        "weights": str(context.weights) if context.weights else None, "cache_dir": str(context.cache_dir),
+        "seed": context.seed, "dataset": row["dataset"], "head": row["head"], "shots": row["shots"],
+        "feature_dim": backbone.feature_dim, "weights_sha256": backbone.weights_sha256,
+        "class_names": class_names,
+    }, indent=2, default=str) + "\n")
 
 
 def _metric_fields(summary: dict[str, Any], request: RunRequest) -> dict[str, Any]:
