@@ -24,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_SOURCE = REPO / "plugins" / "xferbench_example"
 PLUGIN_META = tomllib.loads((PLUGIN_SOURCE / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-PLUGIN_NAME = next(iter(PLUGIN_META["entry-points"]["xferbench"]))  # "example"
+PLUGIN_NAME = "example"  # the entry-point key in its pyproject.toml
 COMPONENTS = {"backbones": "pixels", "datasets": "bars", "heads": "centroid"}
 
 
@@ -157,12 +157,18 @@ def test_run_with_all_three_example_components(installed: Installed, tmp_path: P
 
 @pytest.mark.parametrize("how", ["--no-plugin", "XFERBENCH_DISABLE_PLUGINS"])
 def test_blocking_the_plugin_makes_its_backbone_unknown(installed: Installed, tmp_path: Path, how: str) -> None:
-    args = ["run", "--backbone", "pixels", "--dataset", "digits", "--head", "softmax", "--compare", "transfer",
-            "--output", str(tmp_path / "r.json"), "--quiet", "--cache-dir", str(tmp_path / "cache")]
-    if how == "--no-plugin":
-        done = run_cli([*args, "--no-plugin", PLUGIN_NAME], installed.site)
-    else:
-        done = run_cli(args, installed.site, extra_env={"XFERBENCH_DISABLE_PLUGINS": f"other,{PLUGIN_NAME}"})
+    def blocked(args: list[str]) -> subprocess.CompletedProcess[str]:
+        if how == "--no-plugin":
+            return run_cli([*args, "--no-plugin", PLUGIN_NAME], installed.site)
+        return run_cli(args, installed.site, extra_env={"XFERBENCH_DISABLE_PLUGINS": f"other,{PLUGIN_NAME}"})
+
+    # Control: installed and not blocked, the name is known.
+    assert listed(run_cli(["list", "backbones"], installed.site).stdout).get("pixels") == PLUGIN_NAME
+    listing = blocked(["list", "backbones"])
+    assert listing.returncode == 0, listing.stderr
+    assert "pixels" not in listed(listing.stdout)
+    done = blocked(["run", "--backbone", "pixels", "--dataset", "digits", "--head", "softmax", "--compare",
+                    "transfer", "--output", str(tmp_path / "r.json"), "--quiet", "--cache-dir", str(tmp_path / "cache")])
     assert done.returncode == 2, done.stderr
     message = one_line_error(done)
     assert "unknown backbone 'pixels'" in message
