@@ -126,9 +126,15 @@ def test_embedded_default_end_to_end(cli, tmp_path):
     assert document["runs"][0]["backbone_info"]["pretrained_on"] == "digits:0-4"
 
     # A second run reuses the pretrained weights and every bottleneck: zero forward passes.
-    again = cli("run", "--compare", "transfer", "--output", "again.json")
+    again = cli("run", "--compare", "transfer", "--output", "again.json", "--show-misclassified")
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((tmp_path / "again.json").read_text())["runs"][0]
+    wrong = rerun["misclassified"]
+    assert len(wrong) == round((1 - rerun["test_accuracy"]) * rerun["n_test"])
+    assert f"{len(wrong)} of {rerun['n_test']}" in again.stdout
+    for item in wrong:
+        assert f"{item['key']}  true {item['true']}  predicted {item['predicted']}" in again.stdout
+        assert item["true"] != item["predicted"]
     assert rerun["extracted"] == 0 and rerun["cache_hits"] == transfer["n_train"] + transfer["n_val"] + transfer[
         "n_test"]
     assert rerun["backbone_info"]["pretrain_cache_hit"] is True

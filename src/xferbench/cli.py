@@ -297,6 +297,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         raise UserError(f"{failures[0]['error']} (results: {output})")
     reporter = reporter_spec.load_factory()(reporter_spec.validate({}))
     reporter.report(document, sys.stdout)
+    if args.show_misclassified and args.format == "table":
+        _print_misclassified(document)
     if not args.quiet:
         print(f"results: {output}", file=sys.stderr)
     return 1 if failures else 0
@@ -352,6 +354,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         for path in write_plots(document, args.plot):
             print(f"plot: {path}")
     return 0
+
+
+def _print_misclassified(document: dict[str, Any]) -> None:
+    """Like retrain.py's --print_misclassified_test_images: one line per wrong test image."""
+    for run in document["runs"]:
+        if run.get("status") != "ok" or run.get("misclassified") is None:
+            continue
+        head = f" {run['head']}" if run["method"] == "transfer" else ""
+        print(f"misclassified test images, {run['method']}{head} {run['backbone']} on {run['dataset']} "
+              f"({run['shots']} shots): {len(run['misclassified'])} of {run['n_test']}")
+        for item in run["misclassified"]:
+            print(f"  {item['key']}  true {item['true']}  predicted {item['predicted']}")
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
