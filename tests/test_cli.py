@@ -24,9 +24,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["list", "heads"], ["plugins"], ["run", "--help"]])
 def test_light_commands_do_not_import_tensorflow(argv):
-    code = ("import sys\nfrom xferbench.cli import main\n"
-            "try:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-ABSENT', file=sys.stderr)" % argv)
+    code = (f"import sys\nfrom xferbench.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"print('TF-LOADED' if 'tensorflow' in sys.modules else 'TF-ABSENT', file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "TF-ABSENT" in result.stderr, result.stderr
 
