@@ -49,7 +49,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         capture_output=True, text=True, timeout=300,
     )
     if done.returncode != 0:
-        pytest.fail(f"pip could not install {PLUGIN_SOURCE}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        # Without build isolation the environment's own setuptools builds the wheel; before
+        # setuptools 70.1 that needs the separate `wheel` package (fresh Python 3.11 venvs lack it).
+        hint = ("\nhint: install `wheel` or setuptools>=70.1 into this environment"
+                if "bdist_wheel" in done.stdout + done.stderr else "")
+        pytest.fail(f"pip could not install {PLUGIN_SOURCE}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}{hint}")
     return Installed(site=site, source=source)
 
 
