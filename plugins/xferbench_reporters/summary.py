@@ -39,6 +39,15 @@ def _num(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
+def short_name(token: str, limit: int = 32) -> str:
+    """``folder:/long/path/to/photos`` -> ``folder:…/photos``: paths make tables unreadable."""
+    if len(token) <= limit or ":" not in token:
+        return token
+    kind, _, arg = token.partition(":")
+    tail = arg.rstrip("/").rsplit("/", 1)[-1]
+    return f"{kind}:…/{tail}"
+
+
 def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
     runs = document.get("runs", [])
     full = _full_seconds(runs)
@@ -47,7 +56,7 @@ def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
         up = speedup(run, full)
         status = "ok" if run.get("status") == "ok" else f"error: {run.get('error')}"
         rows.append({
-            "backbone": str(run.get("backbone")), "dataset": str(run.get("dataset")),
+            "backbone": short_name(str(run.get("backbone"))), "dataset": short_name(str(run.get("dataset"))),
             "method": str(run.get("method")), "head": str(run.get("head")), "shots": str(run.get("shots")),
             "test accuracy": fmt_accuracy(run),
             "img/s": _num(run.get("extract_images_per_second"), ".1f")

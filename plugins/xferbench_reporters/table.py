@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from xferbench_reporters.summary import COLUMNS, summary_rows
+from xferbench_reporters.summary import COLUMNS, short_name, summary_rows
 
 
 class TableReporter:
@@ -17,7 +17,9 @@ class TableReporter:
         from rich.panel import Panel
         from rich.table import Table
 
-        console = Console(file=stream, width=max(Console(file=stream).width, 120))
+        probe = Console(file=stream)
+        # Piped output has no width; a wide table beats one folded into unreadable slivers.
+        console = Console(file=stream, width=probe.width if probe.is_terminal else 160)
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
             justify = "right" if column in ("shots", "img/s", "extract s", "train s", "speed-up vs full") else "left"
@@ -35,7 +37,7 @@ class TableReporter:
                      "split: " + ", ".join(f"{k} {v}" for k, v in sizes.items()),
                      "skipped: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none")]
             lines += [f"warning: {w}" for w in ds.get("warnings", [])[:5]]
-            panels.append(Panel("\n".join(lines), title=f"dataset {ds.get('name')}", expand=False))
+            panels.append(Panel("\n".join(lines), title=f"dataset {short_name(str(ds.get('name')))}", expand=False))
         m = document.get("machine", {})
         v = document.get("versions", {})
         precisions = sorted({r.get("precision") for r in document.get("runs", []) if r.get("precision")})

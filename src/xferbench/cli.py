@@ -35,13 +35,16 @@ def _split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _split_tokens(text: str) -> list[str]:
-    """Split ``a,b`` but keep commas that belong to a class subset such as ``digits:0,2,7``."""
+def _split_tokens(text: str, known: Any) -> list[str]:
+    """Split ``a,b`` but keep commas inside a class subset: ``digits:0,2,7``, ``flowers:daisy,roses``.
+
+    A part that is not a dataset name continues the subset before it.
+    """
     tokens: list[str] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if tokens and ":" in tokens[-1] and (part[0].isdigit() or ":" not in part and "-" in part):
+        if tokens and ":" in tokens[-1] and part.partition(":")[0] not in known:
             tokens[-1] += "," + part
         else:
             tokens.append(part)
@@ -267,7 +270,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     reporter_spec, _ = catalog.reporters.resolve(args.format)
     request = RunRequest(
         backbones=_split_list(args.backbone),
-        datasets=_split_tokens(args.dataset),
+        datasets=_split_tokens(args.dataset, catalog.datasets),
         heads=_split_list(args.head),
         methods=_split_list(args.compare),
         shots=parse_shots(args.shots),
@@ -312,7 +315,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if args.out.suffix != ".npz":
         raise UserError(f"--out {args.out}: the features file must end in .npz")
     catalog = _catalog(args)
-    request = RunRequest(backbones=[args.backbone], datasets=_split_tokens(args.dataset), heads=[],
+    request = RunRequest(backbones=[args.backbone], datasets=_split_tokens(args.dataset, catalog.datasets), heads=[],
                          methods=["transfer"],
                          backbone_options=parse_assignments(args.backbone_opt, "--backbone-opt"),
                          dataset_options=parse_assignments(args.dataset_opt, "--dataset-opt"))

@@ -29,6 +29,13 @@ class Head(abc.ABC):
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.predict_proba(x)).argmax(axis=1)
 
+    def to_keras(self, feature_dim: int) -> Any:
+        """The fitted head as a Keras model (features in, probabilities out), for ``xferbench export``.
+
+        Optional: a head without it still benchmarks, its runs just cannot be exported.
+        """
+        raise NotImplementedError(f"head {getattr(self, 'name', type(self).__name__)!r} cannot be exported")
+
     def info(self) -> dict[str, Any]:
         """What was chosen during fitting (e.g. the L2 strength), for the results."""
         return {}

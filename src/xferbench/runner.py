@@ -351,8 +351,13 @@ def save_transfer_run(run_dir: Path, row: dict[str, Any], backbone: Backbone, he
     from xferbench.atomic import atomic_path, atomic_write_text
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / HEAD_FILE) as tmp:
-        head.to_keras(backbone.feature_dim).save(tmp)
+    try:
+        keras_head = head.to_keras(backbone.feature_dim)
+    except NotImplementedError:
+        keras_head = None  # the run still counts; only `xferbench export` will refuse it
+    if keras_head is not None:
+        with atomic_path(run_dir / HEAD_FILE) as tmp:
+            keras_head.save(tmp)
     atomic_write_text(run_dir / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
     atomic_write_text(run_dir / RUN_FILE, json.dumps({
         "method": "transfer", "backbone": row["backbone"], "backbone_options": backbone_options,
