@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,6 +58,20 @@ def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = x.std(axis=0)
     scale[scale < 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
     return mean, scale
+
+
+def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
+    """Limit BLAS to one thread while a head trains.
+
+    The heads multiply small matrices (a batch of ~100 rows), where a multi-threaded
+    OpenBLAS spends more time waking threads than computing, and on a busy machine a
+    step can take 50x longer. threadpoolctl ships with scikit-learn; without it this is a no-op.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def check_training_data(name: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

@@ -15,6 +15,7 @@ from xferbench_heads._dense import (
     check_training_data,
     fold_standardization,
     forward,
+    single_threaded_blas,
     softmax,
     standardizer,
 )
@@ -59,6 +60,11 @@ class MLPHead(DenseHead):
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
             num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
+        with single_threaded_blas():
+            self._fit(x_train, y_train, x_val, y_val, num_classes, seed, on_progress)
+
+    def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+             num_classes: int, seed: int, on_progress: ProgressCallback | None) -> None:
         x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes)
         opts = self.options
         rng = np.random.default_rng(seed)

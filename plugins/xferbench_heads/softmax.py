@@ -9,7 +9,7 @@ import numpy as np
 
 from xferbench.head import ProgressCallback
 from xferbench_heads import SOFTMAX_OPTIONS
-from xferbench_heads._dense import DenseHead, DenseLayer, check_training_data, softmax
+from xferbench_heads._dense import DenseHead, DenseLayer, check_training_data, single_threaded_blas, softmax
 
 
 def truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], stddev: float) -> np.ndarray:
@@ -40,6 +40,11 @@ class SoftmaxHead(DenseHead):
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
             num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
+        with single_threaded_blas():
+            self._fit(x_train, y_train, x_val, y_val, num_classes, seed, on_progress)
+
+    def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+             num_classes: int, seed: int, on_progress: ProgressCallback | None) -> None:
         x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes)
         opts = self.options
         rng = np.random.default_rng(seed)
