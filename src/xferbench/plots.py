@@ -131,7 +131,7 @@ def plot_accuracy_vs_shots(document: dict[str, Any]) -> Any:
         ax.set_ylabel("test accuracy (%), 95% CI")
         ax.set_title(f"{backbone} on {dataset}")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     figure.suptitle("Test accuracy against training images per class")
     return figure
 
@@ -172,7 +172,7 @@ def plot_accuracy_vs_time(document: dict[str, Any]) -> Any:
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title(f"{backbone} on {dataset}, shots={shots}")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     figure.suptitle("Validation accuracy against training time")
     return figure
 
