@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -57,6 +58,7 @@ def test_head_separates_gaussian_blobs(catalog, splits, name: str) -> None:
     assert probs.shape == (len(xs), 5)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
     assert np.mean(head.predict(xs) == ys) >= 0.99
+    json.dumps(head.info())  # goes into the results document as it is
 
 
 @pytest.mark.parametrize("name", HEADS)

@@ -194,7 +194,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     checkpoint is saved every ``checkpoint_every_steps`` and at the end (the newest 5 are
     kept). ``rebuild=("module:function", kwargs)`` names a function that rebuilds the same
     architecture in another process; without it ``model.keras`` is written instead.
-    On return ``model`` holds the EMA weights. ``seed`` seeds Keras (dropout, ...) and the
+    On return ``model`` holds the EMA weights. Only trainable weights are averaged;
+    non-trainable state (batch-norm moving statistics) is used as training left it. ``seed`` seeds Keras (dropout, ...) and the
     batch order; TensorFlow may still be non-deterministic in some kernels.
     """
     import keras
