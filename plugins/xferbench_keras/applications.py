@@ -21,7 +21,7 @@ import numpy as np
 from xferbench.backbone import Backbone
 from xferbench.data import ImageData
 from xferbench.errors import OptionError, UserError
-from xferbench_keras.images import resized_batches
+from xferbench_keras.images import export_module, resized_batches
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -271,6 +271,15 @@ class KerasBackbone(Backbone):
         for indices, batch in self._preprocessed_batches(images):
             out[indices] = np.asarray(self._forward(batch), dtype=np.float32)
         return out
+
+    def tf_features(self) -> Any:
+        """Encoded images ``[N]`` -> features, with this backbone's decoding, resizing and ``preprocess_input``."""
+        model = self._feature_model()
+        preprocess_input = self._preprocess_input
+        name = re.sub(r"[^A-Za-z0-9_]", "_", self.application)
+        # preprocess_input takes tensors as well as arrays, with the same float32 arithmetic.
+        return export_module(f"{name}_features", self.input_size, model,
+                             lambda pixels: model(preprocess_input(pixels), training=False))
 
     # -- full retraining and fine-tuning ------------------------------------------------
     def supports(self, method: str) -> bool:

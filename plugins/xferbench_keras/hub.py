@@ -19,7 +19,7 @@ import numpy as np
 from xferbench.backbone import Backbone
 from xferbench.data import ImageData
 from xferbench.errors import UserError
-from xferbench_keras.images import resized_batches
+from xferbench_keras.images import export_module, resized_batches
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -193,3 +193,10 @@ class HubBackbone(Backbone):
         for indices, pixels in resized_batches(images, self.input_size, self.batch_size):
             out[indices] = np.asarray(self._call(pixels / np.float32(255.0)), dtype=np.float32)
         return out
+
+    def tf_features(self) -> Any:
+        """Encoded images ``[N]`` -> features: decoded, resized and scaled to [0, 1] as in :meth:`extract`."""
+        self._load()
+        call = self._call
+        assert call is not None
+        return export_module("hub_features", self.input_size, self._loaded, lambda pixels: call(pixels / 255.0))

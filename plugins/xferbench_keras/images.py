@@ -8,7 +8,8 @@ its row must be NaN. Each element carries its original index so that order is ne
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,45 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def decode_rgb(data: Any) -> Any:
+    """Encoded file (scalar ``tf.string``) -> uint8 ``[H, W, 3]``."""
+    import tensorflow as tf
+
+    # channels=3 turns grayscale into RGB and drops alpha; expand_animations=False
+    # gives the first frame of a GIF as HxWx3 instead of a 4-D stack.
+    return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+
+
+def resize_rgb(rgb: Any, size: int) -> Any:
+    """uint8 ``[H, W, 3]`` -> float32 ``[size, size, 3]`` in 0..255, bilinear without antialiasing."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(rgb, (size, size), method="bilinear", antialias=False)
+    return tf.ensure_shape(resized, (size, size, 3))
+
+
+def export_module(name: str, size: int, network: Any, forward: Callable[[Any], Any]) -> Any:
+    """A ``tf.Module`` for :meth:`Backbone.tf_features`: encoded images ``[N]`` -> float32 features.
+
+    Each image is decoded and resized exactly as :func:`resized_batches` does; ``forward`` maps
+    the float32 ``[N, size, size, 3]`` pixels (0..255) to features. ``network`` (a Keras model or
+    a loaded SavedModel) is tracked by the module, so saving the module saves its weights.
+    """
+    import tensorflow as tf
+
+    class Features(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name=name)
+            self.network = network
+
+        def __call__(self, images: tf.Tensor) -> tf.Tensor:
+            pixels = tf.map_fn(lambda data: resize_rgb(decode_rgb(data), size), images,
+                               fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+            return tf.cast(forward(pixels), tf.float32)
+
+    return Features()
+
+
 def resized_batches(images: Sequence[ImageData], size: int, batch_size: int
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices, pixels)``: float32 ``[b, size, size, 3]`` in 0..255, bilinear-resized.
@@ -56,15 +96,8 @@ def resized_batches(images: Sequence[ImageData], size: int, batch_size: int
 
     def decode_and_resize(index: tf.Tensor, encoded: tf.Tensor, data: tf.Tensor, pixels: tf.Tensor
                           ) -> tuple[tf.Tensor, tf.Tensor]:
-        rgb = tf.cond(
-            encoded,
-            # channels=3 turns grayscale into RGB and drops alpha; expand_animations=False
-            # gives the first frame of a GIF as HxWx3 instead of a 4-D stack.
-            lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8),
-            lambda: pixels,
-        )
-        resized = tf.image.resize(rgb, (size, size), method="bilinear", antialias=False)
-        return index, tf.ensure_shape(resized, (size, size, 3))
+        rgb = tf.cond(encoded, lambda: decode_rgb(data), lambda: pixels)
+        return index, resize_rgb(rgb, size)
 
     signature = (
         tf.TensorSpec((), tf.int64),
