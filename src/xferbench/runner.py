@@ -280,6 +280,25 @@ class Runner:
         )
         return row
 
+    def _linear_probe(self, model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                      y_val: np.ndarray, epochs: int | None, common: dict[str, Any]) -> float:
+        """Stage one of fine-tuning: only the new layer learns, at the full-training rate."""
+        from xferbench import training
+
+        _set_backbone_trainable(model, False)
+        steps_per_epoch = max(1, -(-len(y_train) // self.request.full_batch_size))
+        # At least ~300 steps: with few shots an epoch is a single step, far too few for a new layer.
+        probe_epochs = max((epochs or 10) // 2, -(-300 // steps_per_epoch))
+        try:
+            probe = training.train_model(model, x_train, y_train, x_val, y_val, epochs=probe_epochs,
+                                         budget_seconds=None if self.request.full_budget_seconds is None
+                                         else self.request.full_budget_seconds / 2,
+                                         learning_rate=self.request.full_learning_rate, run_dir=None,
+                                         **{**common, "on_epoch": None, "eval_every_steps": 100})
+        finally:
+            _set_backbone_trainable(model, True)
+        return probe.seconds
+
     def _run_dir(self, row: dict[str, Any]) -> Path:
         head = "" if row["method"] != "transfer" else f"-{row['head']}"
         name = f"{row['method']}-{row['backbone']}-{row['dataset']}{head}-{_shots_label(row['shots'])}"
@@ -317,13 +336,20 @@ class Runner:
                 task.set_status("" if val_acc is None else f"step {step}, val acc {val_acc:.3f}")
 
             steps_per_epoch = max(1, -(-len(y_train) // req.full_batch_size))
+            common = dict(batch_size=req.full_batch_size, optimizer="adam", seed=self.context.seed,
+                          eval_every_steps=steps_per_epoch, on_epoch=lambda epoch: task.advance(1))
+            probe_seconds = 0.0
+            if pretrained:
+                # LP-FT (Kumar et al., 2022): train the new softmax layer on the frozen network
+                # first, so unfreezing does not push random-head gradients into good features.
+                probe_seconds = self._linear_probe(model, x_train, y_train, x_val, y_val, epochs, common)
+            budget = req.full_budget_seconds
             outcome = training.train_model(
-                model, x_train, y_train, x_val, y_val, epochs=epochs, budget_seconds=req.full_budget_seconds,
-                batch_size=req.full_batch_size, optimizer="adam",
+                model, x_train, y_train, x_val, y_val, epochs=epochs,
+                budget_seconds=None if budget is None else max(budget - probe_seconds, 1.0),
                 learning_rate=req.finetune_learning_rate if pretrained else req.full_learning_rate,
-                seed=self.context.seed, run_dir=run_dir, eval_every_steps=steps_per_epoch,
-                checkpoint_every_steps=steps_per_epoch * 5, on_progress=on_progress,
-                on_epoch=lambda epoch: task.advance(1))
+                run_dir=run_dir, checkpoint_every_steps=steps_per_epoch * 5, on_progress=on_progress, **common)
+            outcome.seconds += probe_seconds
         predicted = outcome.predict_proba(x_test).argmax(axis=1)
         summary = metrics.summarize(y_test, predicted, dataset.class_names, keys=test_keys, seed=self.context.seed)
         row.update(
@@ -366,6 +392,12 @@ def save_transfer_run(run_dir: Path, row: dict[str, Any], backbone: Backbone, he
         "feature_dim": backbone.feature_dim, "weights_sha256": backbone.weights_sha256,
         "class_names": class_names,
     }, indent=2, default=str) + "\n")
+
+
+def _set_backbone_trainable(model: Any, trainable: bool) -> None:
+    """Everything but the final (new) classifier layer."""
+    for layer in model.layers[:-1]:
+        layer.trainable = trainable
 
 
 def _metric_fields(summary: dict[str, Any], request: RunRequest) -> dict[str, Any]:
