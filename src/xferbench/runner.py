@@ -253,7 +253,7 @@ class Runner:
         curve: list[dict[str, float]] = []
         num_classes = len(dataset.class_names)
         with self.context.progress.task(f"head {head_token} ({_shots_label(row['shots'])} shots)",
-                                        unit="step") as task:
+                                        total=options.get("steps"), unit="step") as task:
             def on_progress(step: int, val_acc: float | None, elapsed: float) -> None:
                 curve.append({"step": step, "seconds": elapsed, "val_accuracy": val_acc})
                 task.completed = step
