@@ -24,28 +24,64 @@ BOTTLENECK = "bottleneck"
 ARCHITECTURE_VERSION = "1"
 
 
-def to_grayscale_28(image: ImageData) -> np.ndarray | None:
-    """Any image -> float32 [28, 28, 1] in [0, 1]; None when it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
+def grayscale_28(rgb: Any) -> Any:
+    """uint8 ``[H, W, 3]`` tensor -> float32 ``[28, 28, 1]`` in [0, 1].
 
-    try:
-        if isinstance(image, bytes | bytearray):
-            import io
+    The one preprocessing of extraction, pretraining and the exported SavedModel: TensorFlow
+    kernels throughout, so the harness's features and an exported model's agree exactly.
+    """
+    import tensorflow as tf
 
-            with Image.open(io.BytesIO(image)) as pil:
-                pil = pil.convert("L")
-                pil.load()
-        else:
-            array = np.asarray(image)
-            if array.ndim == 3:
-                array = array[..., 0] if array.shape[2] == 1 else np.asarray(
-                    Image.fromarray(array.astype(np.uint8)).convert("L"))
-            pil = Image.fromarray(array.astype(np.uint8), mode="L")
-        if pil.size != (INPUT_SIZE, INPUT_SIZE):
-            pil = pil.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
-        return (np.asarray(pil, dtype=np.float32) / 255.0)[..., None]
-    except (UnidentifiedImageError, OSError, ValueError):
+    gray = tf.image.rgb_to_grayscale(rgb)  # exact on gray pixels replicated to RGB
+    resized = tf.image.resize(gray, (INPUT_SIZE, INPUT_SIZE), method="bilinear", antialias=False)
+    return tf.ensure_shape(resized / 255.0, (INPUT_SIZE, INPUT_SIZE, 1))
+
+
+def decode_rgb(contents: Any) -> Any:
+    """Encoded file -> uint8 ``[H, W, 3]`` (gray replicated, alpha dropped, first GIF frame)."""
+    import tensorflow as tf
+
+    return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
+
+
+def _to_rgb(pixels: np.ndarray) -> np.ndarray | None:
+    """uint8 ``HxW``, ``HxWx1``, ``HxWx3`` or ``HxWx4`` -> ``HxWx3``; None when it is not an image."""
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
         return None
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0 or pixels.shape[2] not in (1, 3, 4):
+        return None
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else np.ascontiguousarray(pixels[:, :, :3])
+
+
+def preprocess(images: Sequence[ImageData]) -> np.ndarray:
+    """float32 ``[N, 28, 28, 1]``; rows of images that cannot be decoded are all NaN."""
+    import tensorflow as tf
+
+    out = np.full((len(images), INPUT_SIZE, INPUT_SIZE, 1), np.nan, dtype=np.float32)
+    no_pixels = np.zeros((0, 0, 3), np.uint8)
+
+    def elements() -> Any:
+        for index, image in enumerate(images):
+            if isinstance(image, bytes | bytearray | memoryview):
+                yield index, True, bytes(image), no_pixels
+            elif (rgb := _to_rgb(image)) is not None:
+                yield index, False, b"", rgb
+
+    def one(index: Any, encoded: Any, data: Any, pixels: Any) -> Any:
+        rgb = tf.cond(encoded, lambda: decode_rgb(data), lambda: pixels)
+        return index, grayscale_28(rgb)
+
+    signature = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.bool), tf.TensorSpec((), tf.string),
+                 tf.TensorSpec((None, None, 3), tf.uint8))
+    # ignore_errors drops only an image that does not decode, so its row stays NaN.
+    dataset = (tf.data.Dataset.from_generator(elements, output_signature=signature)
+               .map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .ignore_errors(log_warning=False).batch(512))
+    for indices, pixels in dataset.as_numpy_iterator():
+        out[indices] = pixels
+    return out
 
 
 def build_lenet5(num_classes: int, seed: int) -> Any:
@@ -69,7 +105,8 @@ class LeNet5(Backbone):
     """See the module docstring."""
 
     feature_dim = 84
-    preprocessing_version = "1"
+    # 2: TensorFlow decoding and resizing (was PIL), shared with the exported SavedModel
+    preprocessing_version = "2"
 
     def __init__(self, arg: str | None, options: dict[str, Any], context: Any) -> None:
         if arg:
@@ -104,7 +141,7 @@ class LeNet5(Backbone):
             "backbone": "lenet5", "architecture": ARCHITECTURE_VERSION, "source": source.name,
             "source_fingerprint": fingerprint.hexdigest(), "seed": self.seed,
             "epochs": self.options["pretrain_epochs"], "learning_rate": self.options["learning_rate"],
-            "classes": len(source.class_names),
+            "classes": len(source.class_names), "preprocessing": self.preprocessing_version,
         }
         key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
         path = context.subdir("weights", "lenet5") / f"{key}.weights.h5"
@@ -168,23 +205,23 @@ class LeNet5(Backbone):
 
     # -- extraction --------------------------------------------------------------------
     def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
-        rows = [to_grayscale_28(img) for img in images]
-        out = np.full((len(rows), INPUT_SIZE, INPUT_SIZE, 1), np.nan, dtype=np.float32)
-        for i, row in enumerate(rows):
-            if row is not None:
-                out[i] = row
-        return out
+        return preprocess(images)
 
-    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+    def _features(self) -> Any:
+        """The pretrained network up to the 84-wide bottleneck (built once)."""
         import keras
 
         if self._feature_model is None:
             full = self._load_full(self.seed)
             self._feature_model = keras.Model(full.input, full.get_layer(BOTTLENECK).output)
+        return self._feature_model
+
+    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+        model = self._features()
         x = self.model_inputs(images)
         bad = np.isnan(x).reshape(len(x), -1).any(axis=1)
         x[bad] = 0.0
-        feats = np.asarray(self._feature_model.predict_on_batch(x), dtype=np.float32)
+        feats = np.asarray(model.predict_on_batch(x), dtype=np.float32)
         feats[bad] = np.nan
         return feats
 
@@ -203,3 +240,21 @@ class LeNet5(Backbone):
 
     def info(self) -> dict[str, Any]:
         return dict(self._source)
+
+    def tf_features(self) -> Any:
+        """Encoded images ``[N]`` -> bottlenecks ``[N, 84]`` (see :meth:`Backbone.tf_features`)."""
+        import tensorflow as tf
+
+        model = self._features()
+
+        class LeNet5Features(tf.Module):
+            def __init__(self) -> None:
+                super().__init__(name="lenet5_features")
+                self.model = model  # tracked, so its weights are saved with the module
+
+            def __call__(self, images: tf.Tensor) -> tf.Tensor:
+                pixels = tf.map_fn(lambda data: grayscale_28(decode_rgb(data)), images,
+                                   fn_output_signature=tf.TensorSpec((INPUT_SIZE, INPUT_SIZE, 1), tf.float32))
+                return self.model(pixels, training=False)
+
+        return LeNet5Features()

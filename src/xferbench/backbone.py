@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xferbench.data import ImageData
+from xferbench.errors import UserError
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -71,3 +72,17 @@ class Backbone(abc.ABC):
     def info(self) -> dict[str, Any]:
         """Extra facts for the results document (source, weights file, ...)."""
         return {}
+
+    # -- export (optional) ---------------------------------------------------------------
+    def tf_features(self) -> Callable[[Any], Any]:
+        """The whole backbone as TensorFlow ops, for ``xferbench export``: called after ``prepare``.
+
+        Returns a callable mapping a ``tf.string`` tensor ``[N]`` of encoded image files
+        (JPEG, PNG, GIF, BMP) to float32 features ``[N, feature_dim]``, traceable inside a
+        ``tf.function``. It must decode, resize and normalise exactly as :meth:`extract` does
+        for the same bytes, so an exported model predicts what the harness measured. Anything
+        it reads that ``tf.saved_model.save`` must store (variables, Keras models) has to be
+        tracked by it: return a ``tf.Module`` (or Keras model) that holds them as attributes.
+        """
+        raise UserError(f"backbone {self.name!r} cannot be exported (it provides no TensorFlow graph of its "
+                        f"preprocessing and features); export a run made with another backbone")
