@@ -179,6 +179,62 @@ def test_imagenet_weights_are_identified_by_keras_cached_file(catalog, tmp_path,
     np.testing.assert_allclose(imagenet.extract(pixels), from_file.extract(pixels), rtol=1e-6)
 
 
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch) -> Path:
+    """An empty Keras cache, so imports never touch ~/.keras."""
+    from keras.src.backend import config
+
+    home = tmp_path / "keras-home"
+    home.mkdir()
+    monkeypatch.setattr(config, "_KERAS_DIR", str(home))
+    return home
+
+
+@needs_weights
+@pytest.mark.slow
+def test_fetch_from_file_puts_the_weights_where_keras_looks(catalog, tmp_path, keras_home, monkeypatch) -> None:
+    spec, arg = catalog.backbones.resolve("keras:MobileNet")
+    options = spec.validate({"alpha": "0.25", "input_size": "128"})
+    context = RunContext(catalog=catalog, cache_dir=tmp_path)
+    path = spec.load_fetcher()(arg, options, context, MOBILENET_WEIGHTS)
+
+    assert path == keras_home / "models" / "mobilenet_2_5_128_tf_no_top.h5"
+    assert path.read_bytes() == MOBILENET_WEIGHTS.read_bytes()
+
+    # A plain ImageNet run now loads the imported file, with no network at all.
+    from keras.src.utils import file_utils
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("Keras tried to download although the weights are in its cache")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", no_download)
+    imagenet = spec.load_factory()(arg, options, context)
+    assert imagenet.weights_sha256 == hashlib.sha256(MOBILENET_WEIGHTS.read_bytes()).hexdigest()
+    assert imagenet.info()["weights_cache_file"] == str(path)
+    pixels = [random_pixels(40, 60, seed=9)]
+    np.testing.assert_allclose(imagenet.extract(pixels), mobilenet(catalog, tmp_path).extract(pixels), rtol=1e-6)
+
+
+@needs_weights
+def test_fetch_refuses_a_file_that_does_not_fit_and_leaves_no_copy(catalog, tmp_path, keras_home) -> None:
+    spec, arg = catalog.backbones.resolve("keras:MobileNet")
+    options = spec.validate({"alpha": "0.5", "input_size": "128"})
+    with pytest.raises(UserError, match="does not fit keras:MobileNet \\(alpha=0.5.*check alpha") as info:
+        spec.load_fetcher()(arg, options, RunContext(catalog=catalog, cache_dir=tmp_path), MOBILENET_WEIGHTS)
+    assert "\n" not in str(info.value)
+    assert not list(keras_home.rglob("*.h5"))
+
+
+def test_fetch_refuses_a_file_with_the_wrong_checksum(catalog, tmp_path, keras_home) -> None:
+    # ResNet50's weights are pinned by a checksum in Keras; any other file is refused up front.
+    bogus = tmp_path / "resnet50.h5"
+    bogus.write_bytes(b"not the weights")
+    spec, arg = catalog.backbones.resolve("keras:ResNet50")
+    with pytest.raises(UserError, match="is not Keras's ImageNet file .* use it with --weights FILE"):
+        spec.load_fetcher()(arg, spec.validate({}), RunContext(catalog=catalog, cache_dir=tmp_path), bogus)
+    assert not list(keras_home.rglob("*.h5"))
+
+
 # -- decoding -----------------------------------------------------------------------------
 
 def test_every_image_form_decodes_to_the_same_pixels() -> None:

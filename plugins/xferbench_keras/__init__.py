@@ -34,6 +34,8 @@ def xferbench_register_backbones(register: Callable[[BackboneSpec], None]) -> No
         "ImageNet weights or --weights FILE",
         factory="xferbench_keras.applications:KerasBackbone",
         options=KERAS_OPTIONS,
+        # copies the weights into Keras's own cache (download, or --from FILE on offline machines)
+        fetcher="xferbench_keras.applications:fetch_weights",
         parametric=True,
     ))
     register(BackboneSpec(

@@ -13,6 +13,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,17 +89,41 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _DownloadFailed(Exception):
-    """Keras could not fetch the ImageNet weights."""
+    """Keras could not fetch (or copy) the ImageNet weights."""
+
+
+class _WrongFile(Exception):
+    """The file to import is not the one Keras's checksum names."""
+
+
+def _redirect_to(source: Path, original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``get_file`` arguments that copy ``source`` into Keras's cache instead of downloading.
+
+    The file lands exactly where Keras will look for it (its own cache logic places it),
+    so later runs with ``weights="imagenet"`` find it offline.
+    """
+    from keras.src.utils import file_utils
+
+    bound = inspect.signature(original).bind(*args, **kwargs)
+    expected = bound.arguments.get("file_hash") or bound.arguments.get("md5_hash")
+    algorithm = "md5" if bound.arguments.get("md5_hash") else bound.arguments.get("hash_algorithm", "auto")
+    if expected and not file_utils.validate_file(str(source), expected, algorithm=algorithm):
+        raise _WrongFile(f"Keras expects {bound.arguments.get('fname')} with checksum {expected}")
+    bound.arguments["origin"] = source.resolve().as_uri()
+    bound.arguments["force_download"] = True  # replace a stale or partial copy
+    return bound.args, bound.kwargs
 
 
 @contextmanager
-def _watch_downloads(seen: list[str]) -> Iterator[None]:
+def _watch_downloads(seen: list[str], source: Path | None = None) -> Iterator[None]:
     """Record the local paths Keras's ``get_file`` returns, and mark its failures.
 
     Applications fetch their weights through ``keras.src.utils.file_utils.get_file``; wrapping
     it is the only way to learn which cached file was loaded (its digest keys the bottleneck
     cache) and to tell a failed download from any other error. If Keras moves that function,
-    the wrapper is skipped and the digest falls back to the application's name.
+    the wrapper is skipped and the digest falls back to the application's name. With
+    ``source``, the download is replaced by a copy of that local file.
     """
     try:
         from keras.src.utils import file_utils
@@ -108,6 +133,8 @@ def _watch_downloads(seen: list[str]) -> Iterator[None]:
     original = file_utils.get_file
 
     def get_file(*args: Any, **kwargs: Any) -> str:
+        if source is not None:
+            args, kwargs = _redirect_to(source, original, args, kwargs)
         try:
             path = original(*args, **kwargs)
         except Exception as exc:
@@ -188,25 +215,54 @@ class KerasBackbone(Backbone):
         alpha = f"alpha={self.alpha:g}, " if self.alpha is not None else ""
         return f"keras:{self.application} ({alpha}input_size={self.input_size})"
 
-    def _build_base(self, weights: str | None) -> Any:
-        """The application without its top, average-pooled, at ``input_size``."""
+    def _construct(self, weights: str | None, files: list[str], source: Path | None = None) -> Any:
+        """The application without its top, average-pooled, at ``input_size``; Keras's errors as they are."""
         kwargs: dict[str, Any] = {"include_top": False, "weights": weights, "pooling": "avg",
                                   "input_shape": (self.input_size, self.input_size, 3)}
         if self.alpha is not None:
             kwargs["alpha"] = self.alpha
+        with _watch_downloads(files, source), _dtype_policy(self._precision):
+            return self._constructor(**kwargs)
+
+    def _build_base(self, weights: str | None) -> Any:
+        """:meth:`_construct` with one-line UserErrors."""
         files: list[str] = []
         try:
-            with _watch_downloads(files), _dtype_policy(self._precision):
-                model = self._constructor(**kwargs)
+            model = self._construct(weights, files)
         except _DownloadFailed as exc:
-            raise UserError(f"{self._describe()}: cannot download its ImageNet weights ({exc}); "
-                            f"fetch the no-top weights file elsewhere and pass --weights FILE") from None
+            raise UserError(f"{self._describe()}: cannot download its ImageNet weights ({exc}); fetch the "
+                            f"no-top weights file elsewhere and pass --weights FILE (or import it with "
+                            f"`xferbench fetch {self.name} --from FILE`)") from None
         except (ValueError, OSError, TypeError) as exc:
             source = f"weights file {str(self.weights_file)!r}" if weights and self.weights_file else "these settings"
             raise UserError(f"cannot build {self._describe()} with {source}: {_one_line(exc)}") from None
         if weights == "imagenet":
             self._keras_files = files
         return model
+
+    def import_weights(self, source: Path) -> Path:
+        """Copy a local ImageNet weights file into Keras's cache, where ``weights="imagenet"`` finds it.
+
+        The file is loaded into the model on the way, so one that does not fit (another alpha,
+        another application) is refused and removed again.
+        """
+        files: list[str] = []
+        try:
+            self._construct("imagenet", files, source=source)
+        except _WrongFile as exc:
+            raise UserError(f"{source} is not Keras's ImageNet file for {self._describe()} ({exc}); "
+                            f"use it with --weights FILE instead") from None
+        except _DownloadFailed as exc:
+            raise UserError(f"cannot copy {source} into Keras's cache: {exc}") from None
+        except (ValueError, OSError, TypeError) as exc:
+            for path in files:
+                Path(path).unlink(missing_ok=True)
+            raise UserError(f"{source} does not fit {self._describe()}: {_one_line(exc)}; "
+                            f"check alpha and input_size") from None
+        if not files:
+            raise UserError(f"{self._describe()}: Keras did not ask for a weights file; "
+                            f"pass --weights FILE instead")
+        return Path(files[-1])
 
     def _feature_model(self) -> Any:
         if self._model is None:
@@ -311,3 +367,17 @@ class KerasBackbone(Backbone):
         outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="softmax")(features)
         label = re.sub(r"[^A-Za-z0-9_]", "_", self.application)
         return keras.Model(inputs, outputs, name=f"{label}_{'finetune' if pretrained else 'full'}")
+
+
+def fetch_weights(arg: str | None, options: Mapping[str, Any], context: RunContext, source: Path | None) -> Path:
+    """``xferbench fetch keras:<App>``: download (or with ``--from FILE`` import) its ImageNet weights.
+
+    Either way the file ends up in Keras's own cache, so later runs need no network.
+    """
+    backbone = KerasBackbone(arg, options, replace(context, weights=None))
+    if source is not None:
+        return backbone.import_weights(Path(source).expanduser())
+    backbone.prepare(context)
+    if not backbone._keras_files:
+        raise UserError(f"{backbone.name}: Keras loaded its ImageNet weights without naming a file")
+    return Path(backbone._keras_files[-1])
