@@ -33,14 +33,14 @@ class FixedSizeModule(tf.Module):
 
 
 class TrainingArgModule(tf.Module):
-    """Any size; like modules exported from Keras it takes ``training`` (and differs under it)."""
+    """Any size; takes ``training`` like modules exported from Keras, and defaults to the wrong mode."""
 
     def __init__(self) -> None:
         super().__init__()
         self.w = tf.Variable(tf.random.stateless_normal([3, 5], seed=[7, 0]))
 
     @tf.function
-    def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def __call__(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
         features = tf.matmul(tf.reduce_mean(images, axis=[1, 2]), self.w)
         return features + 1000.0 if training else features
 
@@ -222,3 +222,45 @@ def test_tf_features_match_extract_and_survive_saving(catalog, modules, tmp_path
     tf.saved_model.save(holder, str(tmp_path / "exported"))
     restored = tf.saved_model.load(str(tmp_path / "exported"))
     np.testing.assert_allclose(restored.serve(tf.constant(files)).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def _tar_gz(folder: Path, archive: Path, nested: bool) -> Path:
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        if nested:
+            tar.add(folder, arcname="module")
+        else:
+            for child in folder.iterdir():
+                tar.add(child, arcname=child.name)
+    return archive
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_fetch_unpacks_a_module_archive_for_offline_use(catalog, modules, tmp_path, nested) -> None:
+    archive = _tar_gz(modules["fixed"], tmp_path / "module.tar.gz", nested)
+    spec, arg = catalog.backbones.resolve("hub:https://tfhub.dev/some/module/1")
+    context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache")
+    folder = spec.load_fetcher()(arg, spec.validate({}), context, archive)
+
+    assert folder.parent == tmp_path / "cache" / "hub" and (folder / "saved_model.pb").is_file()
+    assert spec.load_fetcher()(arg, spec.validate({}), context, archive) == folder  # idempotent
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no scratch left behind
+    pixels = _images(2, seed=6)
+    unpacked = make_backbone(catalog, folder, tmp_path).extract(pixels)
+    np.testing.assert_array_equal(unpacked, make_backbone(catalog, modules["fixed"], tmp_path).extract(pixels))
+
+
+def test_fetch_refuses_archives_without_a_saved_model(catalog, tmp_path) -> None:
+    spec, arg = catalog.backbones.resolve("hub:https://tfhub.dev/some/module/1")
+    context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "readme.txt").write_text("hello")
+    with pytest.raises(UserError, match="holds no saved_model.pb"):
+        spec.load_fetcher()(arg, {}, context, _tar_gz(tmp_path / "junk", tmp_path / "junk.tar.gz", False))
+    (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(UserError, match="cannot unpack .* as a TF-Hub module archive"):
+        spec.load_fetcher()(arg, {}, context, tmp_path / "broken.tar.gz")
+    spec, arg = catalog.backbones.resolve(f"hub:{tmp_path}")
+    with pytest.raises(UserError, match="local folder already"):
+        spec.load_fetcher()(arg, {}, context, None)

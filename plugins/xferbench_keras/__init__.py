@@ -44,5 +44,7 @@ def xferbench_register_backbones(register: Callable[[BackboneSpec], None]) -> No
         "inputs in [0, 1]",
         factory="xferbench_keras.hub:HubBackbone",
         options=HUB_OPTIONS,
+        # downloads into TF-Hub's cache, or unpacks a --from .tar.gz for offline use
+        fetcher="xferbench_keras.hub:fetch_module",
         parametric=True,
     ))

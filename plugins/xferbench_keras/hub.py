@@ -200,3 +200,54 @@ class HubBackbone(Backbone):
         call = self._call
         assert call is not None
         return export_module("hub_features", self.input_size, self._loaded, lambda pixels: call(pixels / 255.0))
+
+
+def _saved_model_root(folder: Path) -> Path | None:
+    """``folder`` or its only subfolder, whichever holds ``saved_model.pb``."""
+    if (folder / "saved_model.pb").is_file():
+        return folder
+    children = [p for p in folder.iterdir() if p.is_dir()]
+    if len(children) == 1 and (children[0] / "saved_model.pb").is_file():
+        return children[0]
+    return None
+
+
+def fetch_module(arg: str | None, options: Mapping[str, Any], context: RunContext, source: Path | None) -> Path:
+    """``xferbench fetch hub:<handle>``: download into the TF-Hub cache; ``--from ARCHIVE`` unpacks a copy.
+
+    The archive is what tfhub.dev serves (``?tf-hub-format=compressed``): a ``.tar.gz`` of the
+    SavedModel folder. It is unpacked under the xferbench cache; use the printed folder as
+    ``hub:<folder>``.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+
+    handle = (arg or "").strip()
+    if source is None:
+        if not is_remote_handle(handle):
+            raise UserError(f"hub:{handle} is a local folder already; nothing to fetch")
+        backbone = HubBackbone(handle, options, context)
+        backbone.prepare(context)
+        assert backbone._folder is not None
+        return backbone._folder
+    source = Path(source).expanduser()
+    with open(source, "rb") as handle_file:
+        digest = hashlib.file_digest(handle_file, "sha256").hexdigest()
+    target = context.subdir("hub") / digest[:16]
+    if target.is_dir() and (target / "saved_model.pb").is_file():
+        return target
+    # The unpacked folder is moved away at the end, so cleanup may find nothing to remove.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".unpack-", ignore_cleanup_errors=True) as scratch:
+        try:
+            with tarfile.open(source) as archive:
+                archive.extractall(scratch, filter="data")  # refuses absolute paths and ../ escapes
+        except (tarfile.TarError, OSError) as exc:
+            raise UserError(f"cannot unpack {source} as a TF-Hub module archive (.tar.gz): {_one_line(exc)}") from None
+        root = _saved_model_root(Path(scratch))
+        if root is None:
+            raise UserError(f"{source} holds no saved_model.pb; it is not a TF2 SavedModel archive")
+        if target.exists():  # left over from an interrupted older version of this step
+            shutil.rmtree(target)
+        os.replace(root, target)  # atomic: a half-unpacked module is never visible
+    return target
