@@ -274,9 +274,9 @@ def test_using_the_backbone_before_prepare_is_a_clear_error():
 # -- options, fetching, the cache ----------------------------------------------------------------
 def test_options_are_validated():
     spec, _ = load_catalog().backbones.resolve("inception_2015")
-    assert spec.validate({}) == {"precision": "float32", "batch_size": 32, "archive": "zip", "sha256": None,
+    assert spec.validate({}) == {"precision": "float32", "batch_size": 0, "archive": "zip", "sha256": None,
                                  "xla": False}
-    for bad in ({"precision": "float16"}, {"batch_size": "0"}, {"archive": "tar"}, {"batchsize": "8"}):
+    for bad in ({"precision": "float16"}, {"batch_size": "-1"}, {"archive": "tar"}, {"batchsize": "8"}):
         with pytest.raises(OptionError):
             spec.validate(bad)
 

@@ -12,7 +12,8 @@ from xferbench import BackboneSpec, Option, hookimpl
 OPTIONS = (
     Option("precision", str, "float32", "compute precision of the network; features are always float32",
            choices=("float32", "bfloat16")),
-    Option("batch_size", int, 32, "images per forward pass", min=1, max=4096),
+    Option("batch_size", int, 0, "images per forward pass; 0: 8 on a CPU (larger batches only thrash "
+           "its caches), 64 on a GPU", min=0, max=4096),
     Option("archive", str, "zip", "which published archive to download: inception_dec_2015.zip or "
            "inception-2015-12-05.tgz", choices=("zip", "tgz")),
     Option("sha256", str, None, "expected sha256 of the archive or .pb (download, import or --weights)"),
