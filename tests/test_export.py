@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -101,8 +102,35 @@ def run_in_process(catalog, tmp: Path, backbone: str, dataset: str, *, weights: 
     return Path(row["run_dir"])
 
 
-def assert_round_trip(model_dir: Path, run_dir: Path, images: list[Path], expected: np.ndarray) -> None:
-    """The export's probabilities and labels equal the harness's, through all three ways of asking."""
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """``xferbench ARGS`` in a subprocess, started now so its TensorFlow import overlaps the test's own work."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "xferbench.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(process: subprocess.Popen[str]) -> str:
+    """Wait for a :func:`start_cli` process; its stdout, after checking it succeeded."""
+    try:
+        stdout, stderr = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0, stderr
+    return stdout
+
+
+def start_predict(model_dir: Path, images: list[Path]) -> subprocess.Popen[str]:
+    return start_cli("predict", "--model", str(model_dir), "--top-k", "2", *map(str, images))
+
+
+def assert_round_trip(model_dir: Path, run_dir: Path, images: list[Path], expected: np.ndarray,
+                      cli: subprocess.Popen[str] | None = None) -> None:
+    """The export's probabilities and labels equal the harness's, through all three ways of asking.
+
+    ``cli`` is the :func:`start_predict` process for the same model and images, if already started.
+    """
+    cli = cli or start_predict(model_dir, images)
     labels = read_run(run_dir).class_names
     assert (model_dir / "labels.txt").read_text().splitlines() == labels
     assert (model_dir / "assets" / "labels.txt").read_text().splitlines() == labels
@@ -121,10 +149,8 @@ def assert_round_trip(model_dir: Path, run_dir: Path, images: list[Path], expect
     np.testing.assert_array_equal(outputs["classes"].numpy(), expected.argmax(axis=1))
     assert outputs["classes"].dtype == tf.int64
 
-    # 3. the CLI in a fresh process
-    result = run_cli("predict", "--model", str(model_dir), "--top-k", "2", *map(str, images))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+    # 3. ``xferbench predict`` in a fresh process (it prints three decimals)
+    lines = finish(cli).strip().splitlines()
     assert len(lines) == len(images)
     for line, image, row in zip(lines, images, expected, strict=True):
         path, _, ranked = line.rpartition(": ")
@@ -151,9 +177,7 @@ def lenet5_run(tmp_path_factory) -> Path:
 @needs_flowers
 def test_lenet5_export_predicts_like_the_harness(catalog, lenet5_run, tmp_path):
     model_dir = tmp_path / "model"
-    result = run_cli("export", "--run", str(lenet5_run), "--out", str(model_dir), "--quiet")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"exported: {model_dir}"
+    export = start_cli("export", "--run", str(lenet5_run), "--out", str(model_dir), "--quiet")
 
     # The harness side: the same backbone built from scratch with the run's options and cache.
     run = read_run(lenet5_run)
@@ -173,6 +197,7 @@ def test_lenet5_export_predicts_like_the_harness(catalog, lenet5_run, tmp_path):
     features = np.concatenate([backbone.extract(arrays), backbone.extract([photo.read_bytes()])])
     assert np.isfinite(features).all()
     expected = harness_probabilities(lenet5_run, features)
+    assert finish(export).strip() == f"exported: {model_dir}"
     assert_round_trip(model_dir, lenet5_run, [*images, photo], expected)
     export = json.loads((model_dir / "xferbench_export.json").read_text())
     assert export["backbone"] == "lenet5" and export["weights_sha256"] == run.weights_sha256
@@ -237,13 +262,14 @@ def test_mobilenet_export_predicts_like_the_harness(catalog, tmp_path):
     png = tmp_path / "rgba.png"
     Image.open(photos[1]).convert("RGBA").save(png, format="PNG")
     images = [*photos, gray, png]
+    cli = start_predict(model_dir, images)
 
     spec, arg = catalog.backbones.resolve("keras:MobileNet")
     context = quiet_context(catalog, tmp_path / "cache", weights=MOBILENET_WEIGHTS)
     backbone = spec.load_factory()(arg, spec.validate(options), context)
     features = backbone.extract([p.read_bytes() for p in images])
     assert np.isfinite(features).all()
-    assert_round_trip(model_dir, run_dir, images, harness_probabilities(run_dir, features))
+    assert_round_trip(model_dir, run_dir, images, harness_probabilities(run_dir, features), cli)
     assert "BatchNormWithGlobalNormalization" not in saved_op_types(model_dir)
 
 
@@ -273,20 +299,22 @@ def test_inception_2015_export_has_no_removed_ops_and_predicts_like_the_harness(
     run_dir = run_in_process(catalog, tmp_path, "inception_2015", f"folder:{data}", weights=graph)
     model_dir = export_run(run_dir, tmp_path / "model", quiet_context(catalog, tmp_path / "elsewhere"))
 
-    fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS_OPS, str(model_dir)], capture_output=True,
-                           text=True, timeout=300, cwd=REPO, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": ""})
-    assert fresh.returncode == 0, fresh.stderr
-    ops = set(json.loads(fresh.stdout.strip().splitlines()[-1]))
-    assert "Conv2D" in ops  # the network itself is in the function graphs that were searched
-    assert "BatchNormWithGlobalNormalization" not in ops
-
     images = [sorted((data / name).iterdir())[0] for name in sorted(p.name for p in data.iterdir())]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    fresh = subprocess.Popen([sys.executable, "-c", FRESH_PROCESS_OPS, str(model_dir)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    cli = start_predict(model_dir, images)
+
     spec, _ = catalog.backbones.resolve("inception_2015")
     context = quiet_context(catalog, tmp_path / "cache", weights=graph)
     backbone = spec.load_factory()(None, spec.validate({}), context)
     backbone.prepare(context)
     features = backbone.extract([p.read_bytes() for p in images])
-    assert_round_trip(model_dir, run_dir, images, harness_probabilities(run_dir, features))
+    assert_round_trip(model_dir, run_dir, images, harness_probabilities(run_dir, features), cli)
+
+    ops = set(json.loads(finish(fresh).strip().splitlines()[-1]))
+    assert "Conv2D" in ops  # the network itself is in the function graphs that were searched
+    assert "BatchNormWithGlobalNormalization" not in ops
 
 
 # -- errors and checks that need no trained model ----------------------------------------------
