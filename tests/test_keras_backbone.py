@@ -226,12 +226,13 @@ def test_fetch_refuses_a_file_that_does_not_fit_and_leaves_no_copy(catalog, tmp_
 
 
 def test_fetch_refuses_a_file_with_the_wrong_checksum(catalog, tmp_path, keras_home) -> None:
-    # ResNet50's weights are pinned by a checksum in Keras; any other file is refused up front.
-    bogus = tmp_path / "resnet50.h5"
+    # MobileNetV3's weights are pinned by a checksum in Keras; any other file is refused up front.
+    bogus = tmp_path / "weights.h5"
     bogus.write_bytes(b"not the weights")
-    spec, arg = catalog.backbones.resolve("keras:ResNet50")
+    spec, arg = catalog.backbones.resolve("keras:MobileNetV3Small")
+    options = spec.validate({})
     with pytest.raises(UserError, match="is not Keras's ImageNet file .* use it with --weights FILE"):
-        spec.load_fetcher()(arg, spec.validate({}), RunContext(catalog=catalog, cache_dir=tmp_path), bogus)
+        spec.load_fetcher()(arg, options, RunContext(catalog=catalog, cache_dir=tmp_path), bogus)
     assert not list(keras_home.rglob("*.h5"))
 
 
