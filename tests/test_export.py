@@ -45,8 +45,8 @@ SHARED = shared_data_dir()
 FLOWERS = SHARED / "flower_photos_mini"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 TOLERANCE = 1e-5
-#: ``xferbench predict`` prints probabilities with three decimals
-CLI_TOLERANCE = 5e-4 + 1e-6
+#: ``xferbench predict`` prints probabilities with four decimals
+CLI_TOLERANCE = 5e-5 + 1e-6
 
 needs_flowers = pytest.mark.skipif(not FLOWERS.is_dir(), reason=f"no real data at {FLOWERS}")
 needs_weights = pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file(), reason=f"no {MOBILENET_WEIGHTS}")

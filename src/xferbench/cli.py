@@ -339,7 +339,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise UserError(f"{image}: no such image file")
     import_tensorflow_quietly()
     for image, top in zip(args.images, predict(args.model, args.images, top_k=args.top_k), strict=True):
-        ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in top)
+        ranked = ", ".join(f"{label} {prob:.4f}" for label, prob in top)
         print(f"{image}: {ranked}")
     return 0
 

@@ -46,6 +46,7 @@ class TransferRun:
     backbone_options: dict[str, Any]
     weights: Path | None
     cache_dir: Path
+    data_dir: Path | None
     seed: int
     feature_dim: int
     weights_sha256: str
@@ -68,6 +69,7 @@ def read_run(run_dir: Path) -> TransferRun:
         run = TransferRun(
             path=run_dir, backbone=str(record["backbone"]), backbone_options=dict(record["backbone_options"]),
             weights=Path(record["weights"]) if record.get("weights") else None,
+            data_dir=Path(record["data_dir"]) if record.get("data_dir") else None,
             cache_dir=Path(record["cache_dir"]), seed=int(record["seed"]), feature_dim=int(record["feature_dim"]),
             weights_sha256=str(record["weights_sha256"]), class_names=[str(c) for c in record["class_names"]],
             record=record)
@@ -96,7 +98,7 @@ def rebuild_backbone(run: TransferRun, context: RunContext) -> Backbone:
         raise UserError(f"backbone {spec.name!r} takes no argument, got {run.backbone!r} in {run.path / RUN_FILE}")
     options = spec.validate(run.backbone_options)
     run_context = RunContext(catalog=context.catalog, cache_dir=run.cache_dir, seed=run.seed, weights=run.weights,
-                             data_dir=context.data_dir, progress=context.progress)
+                             data_dir=context.data_dir or run.data_dir, progress=context.progress)
     backbone = spec.load_factory()(arg if spec.parametric else None, options, run_context)
     if not isinstance(backbone, Backbone):
         raise UserError(f"backbone {spec.name!r} (plugin {spec.plugin}) did not return a Backbone")

@@ -387,7 +387,10 @@ def save_transfer_run(run_dir: Path, row: dict[str, Any], backbone: Backbone, he
     atomic_write_text(run_dir / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
     atomic_write_text(run_dir / RUN_FILE, json.dumps({
         "method": "transfer", "backbone": row["backbone"], "backbone_options": backbone_options,
-        "weights": str(context.weights) if context.weights else None, "cache_dir": str(context.cache_dir),
+        # Absolute paths: export may run from another folder.
+        "weights": str(Path(context.weights).resolve()) if context.weights else None,
+        "cache_dir": str(Path(context.cache_dir).resolve()),
+        "data_dir": str(Path(context.data_dir).resolve()) if context.data_dir else None,
         "seed": context.seed, "dataset": row["dataset"], "head": row["head"], "shots": row["shots"],
         "feature_dim": backbone.feature_dim, "weights_sha256": backbone.weights_sha256,
         "class_names": class_names,
