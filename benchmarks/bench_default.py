@@ -1,0 +1,86 @@
+"""The embedded default end to end: ``xferbench run`` with no arguments, in a fresh interpreter.
+
+Cold starts from an empty cache: it pretrains lenet5 on digits 0-4, extracts every bottleneck,
+trains the softmax head and retrains the whole network (30 epochs). Warm reruns it on that cache:
+the pretrained weights and the bottlenecks are reused; the head and the full retraining run again.
+Interpreter and TensorFlow start-up are part of both figures, as they are for a user.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+#: the warm rerun must take at most this fraction of the cold run (measured 0.55 on a loaded 2-core machine:
+#: the full retraining, which no cache can skip, dominates both)
+MAX_WARM_FRACTION = 0.9
+
+
+class _Runs:
+    """The cache the cold benchmark filled, so the warm one need not run a cold pass of its own."""
+
+    def __init__(self) -> None:
+        self.cold_cache: Path | None = None
+        self.cold_seconds: float | None = None
+        self.cold_document: dict | None = None
+
+
+@pytest.fixture(scope="module")
+def runs() -> _Runs:
+    return _Runs()
+
+
+def _default_run(cache_dir: Path, workdir: Path, name: str) -> dict:
+    output = workdir / f"{name}.json"
+    result = run_cli("run", "--output", str(output), "--quiet", cache_dir=cache_dir, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text())
+
+
+def _transfer(document: dict) -> dict:
+    return next(run for run in document["runs"] if run["method"] == "transfer")
+
+
+def test_default_cold(benchmark, runs: _Runs, tmp_path_factory):
+    caches = (tmp_path_factory.mktemp(f"cold-{i}") for i in itertools.count())
+
+    def setup():
+        runs.cold_cache = next(caches)
+        return (runs.cold_cache, runs.cold_cache, "cold"), {}
+
+    document = benchmark.pedantic(_default_run, setup=setup, rounds=1, iterations=1)
+    runs.cold_seconds = benchmark.stats.stats.min
+    runs.cold_document = document
+    transfer = _transfer(document)
+    assert transfer["cache_hits"] == 0 and transfer["backbone_info"]["pretrain_cache_hit"] is False
+    assert transfer["test_accuracy"] > 0.6  # 5 classes: chance is 0.2
+    benchmark.extra_info.update({f"{run['method']}_test_accuracy": round(run["test_accuracy"], 4)
+                                 for run in document["runs"]})
+    benchmark.extra_info["full_train_seconds"] = round(next(
+        run["train_seconds"] for run in document["runs"] if run["method"] == "full"), 2)
+
+
+def test_default_warm(benchmark, runs: _Runs, tmp_path_factory):
+    if runs.cold_cache is None:  # run alone (-k warm): fill a cache first, untimed
+        runs.cold_cache = tmp_path_factory.mktemp("cold")
+        runs.cold_document = _default_run(runs.cold_cache, runs.cold_cache, "cold")
+    document = benchmark.pedantic(_default_run, args=(runs.cold_cache, tmp_path_factory.mktemp("warm"), "warm"),
+                                  rounds=1, iterations=1)
+    transfer = _transfer(document)
+    assert transfer["extracted"] == 0 and transfer["backbone_info"]["pretrain_cache_hit"] is True
+    assert runs.cold_document is not None
+    # Same seed, same cached features: the transfer result is reproduced exactly.
+    assert transfer["test_accuracy"] == _transfer(runs.cold_document)["test_accuracy"]
+    warm = benchmark.stats.stats.min
+    benchmark.extra_info["transfer_test_accuracy"] = round(transfer["test_accuracy"], 4)
+    if runs.cold_seconds is not None:
+        fraction = warm / runs.cold_seconds
+        benchmark.extra_info.update(cold_seconds=round(runs.cold_seconds, 2), warm_fraction=round(fraction, 3))
+        assert fraction <= MAX_WARM_FRACTION, (
+            f"the warm rerun took {warm:.1f} s, {fraction:.0%} of the cold run ({runs.cold_seconds:.1f} s); "
+            f"reusing pretrained weights and bottlenecks should save more (floor: {MAX_WARM_FRACTION:.0%})")
