@@ -29,7 +29,8 @@ def test_extract_cold(benchmark, flower_features: FlowerFeatures, tmp_path):
 
 def test_extract_warm(benchmark, flower_features: FlowerFeatures):
     extraction = benchmark.pedantic(extract, args=(flower_features.backbone, flower_features.dataset,
-                                                   flower_features.cache_root), rounds=5, iterations=1, warmup_rounds=1)
+                                                   flower_features.cache_root), rounds=15, iterations=1,
+                                    warmup_rounds=1)
     assert extraction.computed == 0 and extraction.cache_hits == len(flower_features.dataset.examples)
     warm = benchmark.stats.stats.mean
     speedup = flower_features.cold_seconds / warm
