@@ -146,3 +146,11 @@ def test_readme_documents_the_default_as_one_command_line():
 
     readme = (REPO / "README.md").read_text()
     assert "xferbench run " + " ".join(DEFAULT_RUN) in readme
+
+
+def test_comma_lists_of_class_names_stay_with_their_dataset(cli):
+    # "nosuch" is no dataset, so it continues the subset of digits (and is then a bad class name).
+    assert_one_line_error(cli("run", "--dataset", "digits:5,6,nosuch", "--compare", "transfer", "--quiet",
+                              "--output", "r.json"), "class 'nosuch' is neither an index nor a class name")
+    assert_one_line_error(cli("run", "--dataset", "digits:5,nosuch:1", "--output", "r.json"),
+                          "unknown dataset 'nosuch'")

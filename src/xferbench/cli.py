@@ -38,13 +38,13 @@ def _split_list(text: str) -> list[str]:
 def _split_tokens(text: str, known: Any) -> list[str]:
     """Split ``a,b`` but keep commas inside a class subset: ``digits:0,2,7``, ``flowers:daisy,roses``.
 
-    A part that is not a dataset name continues the subset before it.
+    A part without a colon that is not a dataset name continues the subset before it.
     """
     tokens: list[str] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if tokens and ":" in tokens[-1] and part.partition(":")[0] not in known:
+        if tokens and ":" in tokens[-1] and ":" not in part and part not in known:
             tokens[-1] += "," + part
         else:
             tokens.append(part)
