@@ -180,7 +180,7 @@ def test_bfloat16_stays_close_and_keeps_its_own_cache_namespace(standin_files, b
     assert bf16.cache_namespace() != backbone.cache_namespace()
 
 
-@pytest.mark.slow  # XLA compiles the whole network on the CPU: ~10-25 s
+@pytest.mark.slow  # XLA compiles the whole network on the CPU: ~5 s on an idle machine, ~25 s on a busy one
 @pytest.mark.realdata
 def test_xla_compiled_graph_matches(standin_files, reference, flowers, tmp_path):
     xla = _make({"xla": "true", "batch_size": "4"}, _context(tmp_path, standin_files["tgz"]))

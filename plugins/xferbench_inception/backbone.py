@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ class _Loaded:
 
     function: Any  # float [n, H, W, 3] (resized, 0..255) -> float32 [n, 2048]
     interface: graphs.Interface
+    preprocessor: pipeline.Preprocessor
     weights_sha256: str
     source: Path
     member: str | None
@@ -70,6 +71,7 @@ class Inception2015(Backbone):
         self._loaded = _Loaded(
             function=function,
             interface=interface,
+            preprocessor=pipeline.Preprocessor(interface),
             weights_sha256=hashlib.sha256(graph_file.data).hexdigest(),
             source=graph_file.source,
             member=graph_file.member,
@@ -101,8 +103,13 @@ class Inception2015(Backbone):
         """float32 ``[len(images), 2048]``; rows of images that cannot be decoded are NaN."""
         loaded = self._require()
         out = np.full((len(images), self.feature_dim), np.nan, dtype=np.float32)
-        for indices, batch, valid in pipeline.batches(images, loaded.interface, self._batch_size,
-                                                      pad_to_batch=self._xla):
+        for indices, batch in loaded.preprocessor.batches(images, self._batch_size):
+            valid = len(indices)
+            if self._xla and valid < self._batch_size:
+                # One shape only: XLA would otherwise compile a program for every tail size.
+                import tensorflow as tf
+
+                batch = tf.pad(batch, [[0, self._batch_size - valid], [0, 0], [0, 0], [0, 0]])
             out[indices] = loaded.function(batch).numpy()[:valid]
         return out
 
@@ -110,8 +117,9 @@ class Inception2015(Backbone):
         """The network alone on already resized float images ``[n, H, W, 3]`` (0..255): for benchmarks."""
         return self._require().function(resized).numpy()
 
-    def input_size(self) -> tuple[int, int]:
-        return self._require().interface.size
+    def preprocess(self, images: Sequence[ImageData]) -> Iterator[tuple[np.ndarray, Any]]:
+        """Decoded, resized batches ``(indices, float [n, H, W, 3])`` as :meth:`extract` feeds them."""
+        return self._require().preprocessor.batches(images, self._batch_size)
 
     def info(self) -> dict[str, Any]:
         loaded = self._require()
@@ -138,7 +146,6 @@ def _build_function(graph_def: Any, interface: graphs.Interface, xla: bool) -> A
     """
     import tensorflow as tf
     from tensorflow.core.framework import graph_pb2, node_def_pb2
-    from tensorflow.python.framework import tensor_util
 
     light = graph_pb2.GraphDef()
     light.versions.CopyFrom(graph_def.versions)
@@ -147,7 +154,7 @@ def _build_function(graph_def: Any, interface: graphs.Interface, xla: bool) -> A
         value = node.attr["value"].tensor if node.op == "Const" else None
         if value is not None and len(value.tensor_content) >= _MIN_CAPTURED_BYTES:
             # identity() puts the tensor where eager ops run (the GPU if there is one), once.
-            weights[node.name] = tf.identity(tf.constant(tensor_util.MakeNdarray(value)))
+            weights[node.name] = tf.identity(tf.constant(tf.make_ndarray(value)))
             placeholder = node_def_pb2.NodeDef(name=node.name, op="Placeholder")
             placeholder.attr["dtype"].CopyFrom(node.attr["dtype"])
             placeholder.attr["shape"].shape.CopyFrom(value.tensor_shape)

@@ -149,9 +149,9 @@ def base_name(tensor: str) -> str:
 
 
 def _const_value(node: Any) -> np.ndarray:
-    from tensorflow.python.framework import tensor_util
+    import tensorflow as tf
 
-    return tensor_util.MakeNdarray(node.attr["value"].tensor)
+    return tf.make_ndarray(node.attr["value"].tensor)
 
 
 def verify(graph_def: Any, where: str = "the graph") -> Interface:
@@ -195,14 +195,13 @@ def verify(graph_def: Any, where: str = "the graph") -> Interface:
     if len(size) != 2 or min(size) < 1:
         raise fail(f"ResizeBilinear/size is {size}, not (height, width)")
 
-    pool = need("pool_3", ("AvgPool",))
+    need("pool_3", ("AvgPool",))
     reshape = need("pool_3/_reshape", ("Reshape",))
     if base_name(reshape.input[0]) != "pool_3":
         raise fail("pool_3/_reshape does not read pool_3")
     shape = _const_value(producer_of(reshape, 1, ("Const",))).reshape(-1)
     if shape.size != 2 or int(shape[-1]) != FEATURE_DIM:
         raise fail(f"pool_3/_reshape has shape {shape.tolist()}, expected [1, {FEATURE_DIM}]")
-    del pool
 
     attrs = {}
     for key, default in _DECODE_DEFAULTS.items():
@@ -242,11 +241,11 @@ class Rewritten:
 
 
 def _const(name: str, value: np.ndarray) -> Any:
+    import tensorflow as tf
     from tensorflow.core.framework import node_def_pb2
-    from tensorflow.python.framework import tensor_util
 
     node = node_def_pb2.NodeDef(name=name, op="Const")
-    node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
+    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
     node.attr["dtype"].type = node.attr["value"].tensor.dtype
     return node
 
@@ -347,7 +346,7 @@ def rewrite(graph_def: Any, interface: Interface, where: str = "the graph", prec
         out[cast_in.name] = cast_in
         body_input = cast_in.name
         for name in body:
-            _to_bfloat16(out[name], out)
+            _to_bfloat16(out[name])
         for name in body:
             node = out[name]
             for k, tensor in enumerate(node.input):
@@ -376,11 +375,8 @@ def rewrite(graph_def: Any, interface: Interface, where: str = "the graph", prec
     if leftover:
         raise fail(f"node {leftover[0]!r} ({out[leftover[0]].op}) is still needed after the rewrite")
     result = graph_pb2.GraphDef()
+    # The original producer version stays: no op removed since then remains, so it imports as is.
     result.versions.CopyFrom(graph_def.versions)
-    # Nothing removed in version 9 remains, so the graph may claim a current producer.
-    from tensorflow.python.framework import versions
-
-    result.versions.producer = versions.GRAPH_DEF_VERSION
     result.node.extend(out[n] for n in out if n in kept_names)
     return Rewritten(result, folded, len(checks))
 
@@ -425,19 +421,16 @@ def _upstream(nodes: dict[str, Any], target: str) -> set[str]:
     return seen
 
 
-def _to_bfloat16(node: Any, nodes: dict[str, Any]) -> None:
+def _to_bfloat16(node: Any) -> None:
     """Retype one body node (or float constant) from float32 to bfloat16 in place."""
+    import tensorflow as tf
     from tensorflow.core.framework import types_pb2
-    from tensorflow.python.framework import tensor_util
 
     if node.op == "Const":
         if node.attr["dtype"].type != types_pb2.DT_FLOAT:
             return  # shapes, concat axes
-        value = _const_value(node)
-        import tensorflow as tf
-
-        node.attr["value"].tensor.CopyFrom(
-            tensor_util.make_tensor_proto(tf.constant(value, dtype=tf.bfloat16).numpy()))
+        value = tf.constant(_const_value(node), dtype=tf.bfloat16).numpy()
+        node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
         node.attr["dtype"].type = types_pb2.DT_BFLOAT16
         return
     if "T" in node.attr and node.attr["T"].type == types_pb2.DT_FLOAT:

@@ -84,62 +84,63 @@ def _decode(contents: Any, interface: Interface) -> Any:
     return tf.cond(tf.io.is_jpeg(contents), jpeg, other)
 
 
-def dataset(images: Sequence[ImageData], interface: Interface, batch_size: int,
-            pad_to_batch: bool = False) -> Any:
-    """A tf.data pipeline of ``(indices, float images [n, H, W, 3], valid_count)``.
+class Preprocessor:
+    """Builds the per-image functions once; each :meth:`batches` call only assembles a tf.data pipeline.
 
-    Images that fail to decode are dropped (``ignore_errors``), so their indices are absent.
-    With ``pad_to_batch`` every batch has ``batch_size`` rows (zeros after ``valid_count``),
-    which keeps XLA from compiling one program per tail size.
+    (Tracing the decode/resize graph anew for every call cost ~0.1 s, which matters when the
+    harness hands over a few dozen images at a time.)
     """
-    import tensorflow as tf
 
-    encoded: list[tuple[int, bytes]] = []
-    arrays: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
-    for index, image in enumerate(images):
-        raw = _as_bytes(image)
-        if raw is not None:
-            encoded.append((index, raw))
-            continue
-        rgb = to_rgb(image) if isinstance(image, np.ndarray) else None
-        if rgb is not None:
-            arrays.setdefault(rgb.shape, []).append((index, rgb))
+    def __init__(self, interface: Interface) -> None:
+        import tensorflow as tf
 
-    height, width = interface.size
-    parts = []
-    if encoded:
-        ds = tf.data.Dataset.from_tensor_slices(
-            (np.array([i for i, _ in encoded], dtype=np.int64), tf.constant([b for _, b in encoded])))
-        parts.append(ds.map(lambda i, c: (i, _resize(_decode(c, interface), interface)),
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
-    # Decoded arrays: one stacked tensor per shape, so a set of same-sized digits costs one copy.
-    for group in arrays.values():
-        ds = tf.data.Dataset.from_tensor_slices(
-            (np.array([i for i, _ in group], dtype=np.int64), np.stack([a for _, a in group])))
-        parts.append(ds.map(lambda i, a: (i, _resize(a, interface)), num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True))
-    if not parts:
-        return None
-    ds = parts[0]
-    for part in parts[1:]:
-        ds = ds.concatenate(part)
-    ds = ds.ignore_errors().batch(batch_size)
+        self.interface = interface
+        self._from_bytes = tf.function(lambda c: _resize(_decode(c, interface), interface),
+                                       input_signature=[tf.TensorSpec([], tf.string)])
+        self._from_pixels = tf.function(lambda a: _resize(a, interface),
+                                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
 
-    def finish(idx: Any, x: Any) -> Any:
-        valid = tf.shape(idx)[0]
-        if pad_to_batch:
-            x = tf.pad(x, [[0, batch_size - valid], [0, 0], [0, 0], [0, 0]])
-            x = tf.ensure_shape(x, [batch_size, height, width, 3])
-        return idx, x, valid
+    def dataset(self, images: Sequence[ImageData], batch_size: int) -> Any:
+        """A tf.data pipeline of ``(indices, float images [n, H, W, 3])``, or None if nothing is decodable.
 
-    return ds.map(finish).prefetch(1)
+        Images that fail to decode are dropped (``ignore_errors``), so their indices are absent.
+        """
+        import tensorflow as tf
 
+        encoded: list[tuple[int, bytes]] = []
+        arrays: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        for index, image in enumerate(images):
+            raw = _as_bytes(image)
+            if raw is not None:
+                encoded.append((index, raw))
+                continue
+            rgb = to_rgb(image) if isinstance(image, np.ndarray) else None
+            if rgb is not None:
+                arrays.setdefault(rgb.shape, []).append((index, rgb))
 
-def batches(images: Sequence[ImageData], interface: Interface, batch_size: int,
-            pad_to_batch: bool = False) -> Iterator[tuple[np.ndarray, Any, int]]:
-    """Iterate :func:`dataset` as ``(indices, tensor, valid_count)``."""
-    ds = dataset(images, interface, batch_size, pad_to_batch)
-    if ds is None:
-        return
-    for idx, x, valid in ds:
-        yield idx.numpy(), x, int(valid)
+        parts = []
+        if encoded:
+            ds = tf.data.Dataset.from_tensor_slices(
+                (np.array([i for i, _ in encoded], dtype=np.int64), tf.constant([b for _, b in encoded])))
+            parts.append(ds.map(lambda i, c: (i, self._from_bytes(c)), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True))
+        # Decoded arrays: one stacked tensor per shape, so a set of same-sized digits costs one copy.
+        for group in arrays.values():
+            ds = tf.data.Dataset.from_tensor_slices(
+                (np.array([i for i, _ in group], dtype=np.int64), np.stack([a for _, a in group])))
+            parts.append(ds.map(lambda i, a: (i, self._from_pixels(a)), num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True))
+        if not parts:
+            return None
+        ds = parts[0]
+        for part in parts[1:]:
+            ds = ds.concatenate(part)
+        return ds.ignore_errors().batch(batch_size).prefetch(1)
+
+    def batches(self, images: Sequence[ImageData], batch_size: int) -> Iterator[tuple[np.ndarray, Any]]:
+        """Iterate :meth:`dataset` as ``(indices as numpy, float tensor [n, H, W, 3])``."""
+        ds = self.dataset(images, batch_size)
+        if ds is None:
+            return
+        for idx, x in ds:
+            yield idx.numpy(), x
