@@ -1,40 +1,23 @@
-"""Shared fixtures: where the real data lives and how to call the CLI."""
+"""Shared fixtures: the real data and a CLI runner with a private cache."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("XFERBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+from support.cli import run_cli, shared_data_dir
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
+def shared_data():
     path = shared_data_dir()
     if not (path / "README.md").is_file():
         pytest.fail(f"real test data not found at {path}; set XFERBENCH_SHARED_DATA")
     return path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``xferbench ARGS`` in a subprocess, as a user would."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "xferbench.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=cwd)
-
-
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
-    """``cli(*args)`` with a private cache dir."""
+def cli(tmp_path):
+    """``cli(*args)`` runs xferbench in ``tmp_path`` with a private cache dir."""
     cache = tmp_path / "cache"
 
     def call(*args: str, env: dict[str, str] | None = None, timeout: float = 600):

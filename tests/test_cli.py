@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_cli
+from support.cli import REPO, run_cli
 from xferbench.results import validate_document
 
 

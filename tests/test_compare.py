@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from support.cli import run_cli
 from xferbench.compare import compare_documents, find_regressions, run_key
 from xferbench.errors import UserError
 from xferbench.results import validate_document

@@ -30,7 +30,7 @@ import xferbench_heads  # noqa: E402
 import xferbench_inception  # noqa: E402
 import xferbench_keras  # noqa: E402
 import xferbench_lenet5  # noqa: E402
-from conftest import REPO, run_cli, shared_data_dir  # noqa: E402
+from support.cli import REPO, run_cli, shared_data_dir  # noqa: E402
 from support.inception_standin import write_standin  # noqa: E402
 from xferbench.backbone import Backbone  # noqa: E402
 from xferbench.context import RunContext  # noqa: E402

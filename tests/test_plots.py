@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from support.cli import run_cli
 from test_compare import make_document, make_run
 from xferbench.errors import UserError
 from xferbench.plots import (

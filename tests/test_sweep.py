@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from support.cli import run_cli
 from xferbench.results import validate_document
 
 #: a short head so the sweeps spend their time on what they test, not on 4000 SGD steps
