@@ -154,3 +154,9 @@ def test_comma_lists_of_class_names_stay_with_their_dataset(cli):
                               "--output", "r.json"), "class 'nosuch' is neither an index nor a class name")
     assert_one_line_error(cli("run", "--dataset", "digits:5,nosuch:1", "--output", "r.json"),
                           "unknown dataset 'nosuch'")
+
+
+def test_sweep_options_go_to_the_components_that_declare_them(cli):
+    line = assert_one_line_error(cli("run", "--backbone", "lenet5,keras:MobileNet", "--backbone-opt",
+                                     "pretrain_epochs=2", "--backbone-opt", "alpah=0.25"), "unknown option 'alpah'")
+    assert "did you mean 'alpha'?" in line and "lenet5, keras:MobileNet" in line

@@ -7,10 +7,12 @@ global-average-pooled last feature map. Images go through the application family
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import inspect
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -136,7 +138,10 @@ def _watch_downloads(seen: list[str], source: Path | None = None) -> Iterator[No
         if source is not None:
             args, kwargs = _redirect_to(source, original, args, kwargs)
         try:
-            path = original(*args, **kwargs)
+            # Keras prints "Downloading data from ..." and its bar to stdout, where
+            # `--format json|csv` summaries go; a download is progress, so it belongs on stderr.
+            with contextlib.redirect_stdout(sys.stderr):
+                path = original(*args, **kwargs)
         except Exception as exc:
             raise _DownloadFailed(_one_line(exc)) from exc
         seen.append(str(path))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import json
 from typing import Any, TextIO
 
+from xferbench.results import to_json
 from xferbench_reporters.summary import COLUMNS, summary_rows
 
 
@@ -14,7 +14,7 @@ class JsonReporter:
         self.options = options
 
     def report(self, document: dict[str, Any], stream: TextIO) -> None:
-        stream.write(json.dumps(document, indent=2) + "\n")
+        stream.write(to_json(document))
 
 
 class MarkdownReporter:

@@ -62,8 +62,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def to_json(document: dict[str, Any]) -> str:
+    """The document as JSON text (paths as strings, NaN as null)."""
+    return json.dumps(_clean(document), indent=2, sort_keys=False) + "\n"
+
+
 def write_document(path: Path, document: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(_clean(document), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, to_json(document))
 
 
 def schema() -> dict[str, Any]:

@@ -21,7 +21,7 @@ from xferbench import machine
 from xferbench.backbone import Backbone
 from xferbench.context import RunContext
 from xferbench.data import ImageDataset, select_shots
-from xferbench.errors import UserError
+from xferbench.errors import OptionError, UserError
 from xferbench.extraction import Extraction, extract_features
 from xferbench.results import SCHEMA_VERSION, write_document
 
@@ -89,20 +89,12 @@ class Runner:
         for method in req.methods:
             if method not in METHODS:
                 raise UserError(f"--compare: unknown method {method!r}; choose from {', '.join(METHODS)}")
-        self.backbone_specs = {}
-        for token in req.backbones:
-            spec, _ = catalog.backbones.resolve(token)
-            self.backbone_specs[token] = (spec, spec.validate(req.backbone_options))
-        self.dataset_specs = {}
-        for token in req.datasets:
-            spec, _ = catalog.datasets.resolve(token)
-            self.dataset_specs[token] = (spec, spec.validate(req.dataset_options))
-        self.head_specs = {}
-        for token in req.heads:
-            spec, arg = catalog.heads.resolve(token)
-            if arg:
+        self.backbone_specs = _validated(catalog.backbones, req.backbones, req.backbone_options)
+        self.dataset_specs = _validated(catalog.datasets, req.datasets, req.dataset_options)
+        self.head_specs = _validated(catalog.heads, req.heads, req.head_options)
+        for token, (spec, _) in self.head_specs.items():
+            if catalog.heads.resolve(token)[1]:
                 raise UserError(f"head {spec.name!r} takes no argument, got {token!r}")
-            self.head_specs[token] = (spec, spec.validate(req.head_options))
         if self.context.data_dir is not None and not Path(self.context.data_dir).is_dir():
             raise UserError(f"--data-dir {self.context.data_dir}: no such directory")
         if self.context.weights is not None and not Path(self.context.weights).exists():
@@ -362,6 +354,33 @@ class Runner:
             backbone_info=backbone.info(), **_metric_fields(summary, req),
         )
         return row
+
+
+def _validated(registry: Any, tokens: list[str], given: dict[str, str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Resolve each token and validate the options it receives.
+
+    In a sweep (several tokens) each component takes the options it declares, so
+    ``--backbone-opt pretrain_epochs=5`` can go with ``--backbone lenet5,keras:MobileNet``;
+    a key that no component declares is still an error.
+    """
+    specs = {token: registry.resolve(token)[0] for token in tokens}
+    if len(specs) <= 1:
+        return {token: (spec, spec.validate(given)) for token, spec in specs.items()}
+    declared = {opt.name for spec in specs.values() for opt in spec.options}
+    unknown = sorted(set(given) - declared)
+    if unknown:
+        import difflib
+
+        kind = next(iter(specs.values())).kind
+        hint = difflib.get_close_matches(unknown[0], sorted(declared), n=1)
+        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise OptionError(f"unknown option {unknown[0]!r} for the {kind}s {', '.join(specs)}{did_you_mean} "
+                          f"(known options: {', '.join(sorted(declared))})")
+    result = {}
+    for token, spec in specs.items():
+        own = {opt.name for opt in spec.options}
+        result[token] = (spec, spec.validate({k: v for k, v in given.items() if k in own}))
+    return result
 
 
 RUN_FILE = "run.json"
