@@ -10,10 +10,11 @@ Compares, interleaved every 16 images (other processes share the CPU, so timings
 
 Floors: fp32 >= 1.0x baseline; fp32 end to end >= 0.9x forward-only; bf16 features' cosine
 similarity to fp32 >= 0.99; bf16 >= 1.4x fp32 only on CPUs with native bfloat16 (AVX512_BF16 or
-AMX), since elsewhere bfloat16 is emulated and no faster.
+AMX), since elsewhere bfloat16 is emulated and no faster. Speeds are checked on wall time when the
+machine was quiet before the run, else on CPU time per image (see the end of the test).
 
 Run: ``pytest benchmarks/bench_inception.py --benchmark-only`` (about 3-5 minutes on 2 cores);
-``XFERBENCH_BENCH_IMAGES`` (default 64, a multiple of 16) and ``XFERBENCH_BENCH_ROUNDS`` (default 2) resize it.
+``XFERBENCH_BENCH_IMAGES`` (default 64, a multiple of 16) and ``XFERBENCH_BENCH_ROUNDS`` (default 3) resize it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ IMAGES = int(os.environ.get("XFERBENCH_BENCH_IMAGES", "64"))
 BATCH = 8
 # Images per interleaving step: two batches, so tf.data overlaps decoding with the forward pass.
 CHUNK = 16
-ROUNDS = int(os.environ.get("XFERBENCH_BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("XFERBENCH_BENCH_ROUNDS", "3"))
 
 
 def native_bfloat16() -> bool:
@@ -99,8 +100,12 @@ def test_inception_2015_bottleneck_extraction(benchmark: Any) -> None:
     fp32.forward(resized[0])
     bf16.extract(jpegs[:BATCH])
 
-    seconds: dict[str, float] = defaultdict(float)
-    cpu_seconds: dict[str, float] = defaultdict(float)
+    # seconds[name][chunk] and cpu_seconds[name][chunk]: one entry per round
+    # Quiet: other processes left at least half the cores idle just before the measurement.
+    load_before = os.getloadavg()[0]
+    quiet = load_before < 0.5 * (os.cpu_count() or 1)
+    seconds: dict[str, list[list[float]]] = {name: [[] for _ in chunks] for name in runners}
+    cpu_seconds: dict[str, list[list[float]]] = {name: [[] for _ in chunks] for name in runners}
     outputs: dict[str, list[np.ndarray]] = defaultdict(list)
     order = list(runners)
 
@@ -108,27 +113,31 @@ def test_inception_2015_bottleneck_extraction(benchmark: Any) -> None:
         # Interleaved chunk by chunk, in a rotating order: the load from other processes on a
         # shared machine changes within seconds, and this way every variant sees the same mix.
         outputs.clear()
-        for images, tensors in chunks:
+        for k, (images, tensors) in enumerate(chunks):
             for name in order:
                 started, cpu_started = time.perf_counter(), time.process_time()
                 outputs[name].append(runners[name](images, tensors))
-                seconds[name] += time.perf_counter() - started
-                cpu_seconds[name] += time.process_time() - cpu_started
+                seconds[name][k].append(time.perf_counter() - started)
+                cpu_seconds[name][k].append(time.process_time() - cpu_started)
             order.append(order.pop(0))
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
 
-    total = IMAGES * ROUNDS
-    rate = {name: total / secs for name, secs in seconds.items()}
+    # The floors use each chunk's best round (interference only ever adds time, as timeit's docs
+    # argue); the mean over rounds is reported beside it.
+    best = {name: IMAGES / sum(min(times) for times in per_chunk) for name, per_chunk in seconds.items()}
+    mean = {name: IMAGES * ROUNDS / sum(sum(times) for times in per_chunk) for name, per_chunk in seconds.items()}
     ratios = {
-        "fp32_vs_baseline": rate["fp32"] / rate["baseline"],
-        "fp32_end_to_end_vs_forward": rate["fp32"] / rate["fp32_forward"],
-        "bf16_vs_fp32": rate["bf16"] / rate["fp32"],
+        "fp32_vs_baseline": best["fp32"] / best["baseline"],
+        "fp32_end_to_end_vs_forward": best["fp32"] / best["fp32_forward"],
+        "bf16_vs_fp32": best["bf16"] / best["fp32"],
     }
     # CPU seconds per image (all threads): steadier than wall time when the machine is shared.
-    cpu_per_image = {name: secs / total for name, secs in cpu_seconds.items()}
+    cpu_per_image = {name: sum(sum(t) for t in per_chunk) / (IMAGES * ROUNDS)
+                     for name, per_chunk in cpu_seconds.items()}
     cpu_ratios = {
         "fp32_vs_baseline": cpu_per_image["baseline"] / cpu_per_image["fp32"],
+        "fp32_end_to_end_vs_forward": cpu_per_image["fp32_forward"] / cpu_per_image["fp32"],
         "bf16_vs_fp32": cpu_per_image["fp32"] / cpu_per_image["bf16"],
     }
     features = {name: np.concatenate(parts) for name, parts in outputs.items()}
@@ -137,20 +146,27 @@ def test_inception_2015_bottleneck_extraction(benchmark: Any) -> None:
     benchmark.extra_info.update({
         "images": IMAGES,
         "rounds": ROUNDS,
-        "images_per_second": {k: round(v, 3) for k, v in rate.items()},
+        "images_per_second_best": {k: round(v, 3) for k, v in best.items()},
+        "images_per_second_mean": {k: round(v, 3) for k, v in mean.items()},
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "cpu_seconds_per_image": {k: round(v, 4) for k, v in cpu_per_image.items()},
         "cpu_time_ratios": {k: round(v, 3) for k, v in cpu_ratios.items()},
         "fp32_max_relative_deviation": fidelity,
         "bf16_min_cosine_to_fp32": bf16_cosine,
         "native_bfloat16": native_bfloat16(),
+        "load_average_before": round(load_before, 2),
+        "floors_checked_on": "wall time" if quiet else "cpu time",
         "cpu_count": os.cpu_count(),
     })
     reference.close()
 
     assert fidelity <= 1e-4
     assert bf16_cosine >= 0.99
-    assert ratios["fp32_vs_baseline"] >= 1.0, benchmark.extra_info
-    assert ratios["fp32_end_to_end_vs_forward"] >= 0.9, benchmark.extra_info
+    # On a machine other processes keep busy, wall time rewards whichever variant runs more threads
+    # (the scheduler shares the cores per thread), so the floors then hold for the CPU time spent
+    # per image instead; on a quiet machine they hold for wall time (and CPU time tracks it).
+    checked = ratios if quiet else cpu_ratios
+    assert checked["fp32_vs_baseline"] >= 1.0, benchmark.extra_info
+    assert checked["fp32_end_to_end_vs_forward"] >= 0.9, benchmark.extra_info
     if native_bfloat16():
-        assert ratios["bf16_vs_fp32"] >= 1.4, benchmark.extra_info
+        assert checked["bf16_vs_fp32"] >= 1.4, benchmark.extra_info
