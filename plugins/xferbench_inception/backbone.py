@@ -121,6 +121,53 @@ class Inception2015(Backbone):
         """Decoded, resized batches ``(indices, float [n, H, W, 3])`` as :meth:`extract` feeds them."""
         return self._require().preprocessor.batches(images, self._batch_size)
 
+    # -- export -----------------------------------------------------------------------------
+    def tf_features(self) -> Any:
+        """Encoded images (``tf.string [N]``) -> features, with the graph's own decode and resize.
+
+        The function is the rewritten graph, so the SavedModel holds no
+        BatchNormWithGlobalNormalization and loads in current TensorFlow and TF Serving.
+        """
+        import tensorflow as tf
+
+        loaded = self._require()
+        interface, function = loaded.interface, loaded.function
+        height, width = interface.size
+
+        class Inception2015Features(tf.Module):
+            def __call__(self, images: Any) -> Any:
+                pixels = tf.map_fn(lambda data: pipeline._resize(pipeline._decode(data, interface), interface),
+                                   images, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+                return function(pixels)
+
+        return Inception2015Features(name="inception_2015_features")
+
+    # -- full retraining ----------------------------------------------------------------------
+    def supports(self, method: str) -> bool:
+        # A frozen GraphDef has no trainable counterpart to fine-tune; "full" trains Keras's
+        # InceptionV3 from scratch: the same architecture, but not the same graph.
+        return method == "full"
+
+    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
+        """The graph's ``Mul:0``: decoded, resized like the graph, then (x - 128) / 128."""
+        height, width = self._require().interface.size
+        out = np.full((len(images), height, width, 3), np.nan, dtype=np.float32)
+        for indices, batch in self.preprocess(images):
+            out[indices] = (np.asarray(batch, dtype=np.float32) - 128.0) / 128.0
+        return out
+
+    def build_model(self, num_classes: int, *, pretrained: bool, seed: int) -> Any:
+        if pretrained:
+            raise NotImplementedError("inception_2015 cannot be fine-tuned (a frozen 2015 graph)")
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        height, width = self._require().interface.size
+        base = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
+                                              input_shape=(height, width, 3))
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="logits")(base.output)
+        return keras.Model(base.input, outputs, name="inceptionv3_from_scratch")
+
     def info(self) -> dict[str, Any]:
         loaded = self._require()
         return {
