@@ -194,7 +194,6 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "run":
         return _cmd_run(args, argv)
     if args.command == "fetch":
-        import_tensorflow_quietly()
         return _cmd_fetch(args)
     if args.command == "extract":
         import_tensorflow_quietly()
@@ -390,6 +389,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     options = spec.validate(parse_assignments(args.opt, "--opt"))
     if args.source is not None and not args.source.is_file():
         raise UserError(f"--from {args.source}: no such file")
+    import_tensorflow_quietly()  # only now: names and files are checked in a fraction of a second
     path = fetcher(arg, options, _context(args, catalog), args.source)
     print(f"{spec.name}: ready at {path}")
     return 0
