@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from support.cli import REPO, run_cli
@@ -139,6 +140,27 @@ def test_embedded_default_end_to_end(cli, tmp_path):
         "n_test"]
     assert rerun["backbone_info"]["pretrain_cache_hit"] is True
     assert rerun["test_accuracy"] == transfer["test_accuracy"]
+
+    # Progress is shown as plain lines when stderr is no terminal, and --quiet silences it.
+    assert "\x1b[" not in result.stderr
+    for step in ("pretraining lenet5 on digits:0-4", "bottlenecks lenet5 on digits:5-9", "head softmax",
+                 "full training lenet5"):
+        assert step in result.stderr, step
+
+    # `xferbench extract` writes the cached bottlenecks with their paths, labels and splits.
+    extracted = cli("extract", "--backbone", "lenet5", "--dataset", "digits:5-9", "--out", "features.npz",
+                    "--quiet")
+    assert extracted.returncode == 0, extracted.stderr[-3000:]
+    assert extracted.stderr == ""
+    n = transfer["n_train"] + transfer["n_val"] + transfer["n_test"]
+    assert f"{n} images x 84 features ({n} from cache, 0 computed, 0 failed)" in extracted.stdout
+    with np.load(tmp_path / "features.npz", allow_pickle=False) as npz:
+        assert npz["features"].shape == (n, 84) and npz["features"].dtype == np.float32
+        assert npz["labels"].shape == (n,) and set(npz["labels"].tolist()) == set(range(5))
+        assert list(npz["class_names"]) == ["5", "6", "7", "8", "9"]
+        assert sorted(set(npz["split"].tolist())) == ["test", "train", "val"]
+        assert (npz["split"] == "test").sum() == transfer["n_test"]
+        assert all(path.endswith(".png") for path in npz["paths"].tolist())
 
 
 def test_readme_documents_the_default_as_one_command_line():

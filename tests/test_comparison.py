@@ -35,3 +35,17 @@ def test_lenet5_full_comparison_over_shots(cli, tmp_path):
     for method in ("transfer", "full", "finetune"):
         assert result.stdout.count(f" {method} ") >= 4
     assert "speed-up vs full" in result.stdout
+
+    # The classic evaluator: reload each checkpoint of a training run, score its EMA weights.
+    full_all = next(r for r in runs if r["method"] == "full" and r["shots"] == "all")
+    watched = cli("evaluate", "--watch", full_all["training"]["run_dir"], "--interval", "0.1", "--until-done",
+                  timeout=300)
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    lines = [line for line in watched.stdout.splitlines() if line.startswith("After ")]
+    steps = [int(line.split()[1]) for line in lines]
+    assert steps and steps[-1] == full_all["training"]["steps"]
+    assert steps == sorted(set(steps))
+    final = float(lines[-1].rsplit("=", 1)[1])
+    assert final == pytest.approx(full_all["training"]["final_val_accuracy"], abs=1e-4)
+    missing = cli("evaluate", "--watch", str(tmp_path / "nope"), "--until-done")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
