@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,10 @@ class HubBackbone(Backbone):
         import tensorflow as tf
 
         try:
-            import tensorflow_hub as hub
+            with warnings.catch_warnings():
+                # tensorflow_hub 0.16 imports pkg_resources, which warns of its own deprecation.
+                warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+                import tensorflow_hub as hub
         except ImportError as exc:
             if is_remote_handle(self.handle):
                 raise UserError(f"hub:{self.handle} needs the tensorflow_hub package ({_one_line(exc)}); "
