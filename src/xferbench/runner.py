@@ -170,7 +170,8 @@ class Runner:
                 raise dataset
             backbone = self.make_backbone(backbone_token)
             backbone.prepare(self.context)
-        except UserError as exc:
+        except Exception as exc:  # one broken cell (even a plugin bug) must not sink the sweep
+            exc = _as_cell_error(exc)
             for row in self._planned_rows(backbone_token, dataset_token):
                 self.document["runs"].append(_failed(row, exc))
             self.context.progress.log(f"error: {backbone_token} on {dataset_token}: {exc}")
@@ -180,8 +181,8 @@ class Runner:
             try:
                 extraction = extract_features(backbone, dataset, self.context.subdir("bottlenecks"),
                                               self.context.progress, batch_size=backbone.extract_batch_size)
-            except UserError as exc:
-                extraction = exc
+            except Exception as exc:
+                extraction = _as_cell_error(exc)
         model_inputs: np.ndarray | None = None
         for shots in self.request.shots:
             subset = select_shots(dataset, shots, self.context.seed)
@@ -198,15 +199,19 @@ class Runner:
                         f"backbone {backbone_token!r} does not support {method!r}")))
                     continue
                 if model_inputs is None:
-                    model_inputs = backbone.model_inputs([dataset.read(ex) for ex in dataset.examples])
+                    try:
+                        model_inputs = backbone.model_inputs([dataset.read(ex) for ex in dataset.examples])
+                    except Exception as exc:
+                        self.document["runs"].append(_failed(row, _as_cell_error(exc)))
+                        continue
                 self._append(row, lambda r=row, m=method, s=subset, x=model_inputs: self._train_network(
                     r, backbone, dataset, s, x, m))
 
     def _append(self, row: dict[str, Any], work: Callable[[], dict[str, Any]]) -> None:
         try:
             row = work()
-        except UserError as exc:
-            row = _failed(row, exc)
+        except Exception as exc:
+            row = _failed(row, _as_cell_error(exc))
             self.context.progress.log(f"error: {row['method']} {row['backbone']} on {row['dataset']}: {exc}")
         self.document["runs"].append(row)
         self._save()
@@ -440,6 +445,13 @@ def _row(backbone: str, dataset: str, head: str, method: str, shots: int | None)
             "n_train": None, "n_val": None, "n_test": None, "skipped_files": {}, "test_accuracy": None,
             "test_accuracy_ci": None, "extract_images_per_second": None, "extract_seconds": None,
             "train_seconds": None, "cache_hits": None}
+
+
+def _as_cell_error(exc: Exception) -> UserError:
+    """A UserError as it is; anything else (a bug, in xferbench or a plugin) named by its type."""
+    if isinstance(exc, UserError):
+        return exc
+    return UserError(f"{type(exc).__name__}: {exc} (an internal error; please report it)")
 
 
 def _failed(row: dict[str, Any], exc: Exception) -> dict[str, Any]:
