@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from xferbench.errors import UserError
-from xferbench.head import Head
+from xferbench.head import Head, ProgressCallback
 from xferbench.options import Option, validate_options
 
 Activation = Literal["relu", "softmax"]
@@ -134,3 +134,19 @@ class DenseHead(Head):
             model.add(dense)
             dense.set_weights([layer.kernel.astype(np.float32), layer.bias.astype(np.float32)])
         return model
+
+
+class NumpyTrainedHead(DenseHead):
+    """A head trained by its own NumPy loop (``_fit``), on one BLAS thread.
+
+    Its matrices are tiny; on a busy 2-core machine multi-threaded BLAS made them erratic.
+    """
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+            num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
+        with single_threaded_blas():
+            self._fit(x_train, y_train, x_val, y_val, num_classes, seed, on_progress)
+
+    def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+             num_classes: int, seed: int, on_progress: ProgressCallback | None) -> None:
+        raise NotImplementedError

@@ -10,12 +10,11 @@ import numpy as np
 from xferbench.head import ProgressCallback
 from xferbench_heads import MLP_OPTIONS
 from xferbench_heads._dense import (
-    DenseHead,
     DenseLayer,
+    NumpyTrainedHead,
     check_training_data,
     fold_standardization,
     forward,
-    single_threaded_blas,
     softmax,
     standardizer,
 )
@@ -45,7 +44,7 @@ class _Adam:
             p -= (lr_t * m / (np.sqrt(v) + eps)).astype(p.dtype)
 
 
-class MLPHead(DenseHead):
+class MLPHead(NumpyTrainedHead):
     """``softmax(relu(z @ W1 + b1) @ W2 + b2)`` on standardised features ``z``.
 
     Training: float32 NumPy, He-initialised hidden layer, Glorot output layer, inverted
@@ -57,11 +56,6 @@ class MLPHead(DenseHead):
 
     name = "mlp"
     OPTIONS = MLP_OPTIONS
-
-    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-            num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
-        with single_threaded_blas():
-            self._fit(x_train, y_train, x_val, y_val, num_classes, seed, on_progress)
 
     def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              num_classes: int, seed: int, on_progress: ProgressCallback | None) -> None:

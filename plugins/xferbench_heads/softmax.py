@@ -9,7 +9,7 @@ import numpy as np
 
 from xferbench.head import ProgressCallback
 from xferbench_heads import SOFTMAX_OPTIONS
-from xferbench_heads._dense import DenseHead, DenseLayer, check_training_data, single_threaded_blas, softmax
+from xferbench_heads._dense import DenseLayer, NumpyTrainedHead, check_training_data, softmax
 
 
 def truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], stddev: float) -> np.ndarray:
@@ -26,7 +26,7 @@ def accuracy_of(kernel: np.ndarray, bias: np.ndarray, x: np.ndarray, y: np.ndarr
     return float(np.mean((x @ kernel + bias).argmax(axis=1) == y))
 
 
-class SoftmaxHead(DenseHead):
+class SoftmaxHead(NumpyTrainedHead):
     """retrain.py's final layer: ``softmax(x @ W + b)``, cross-entropy, plain SGD.
 
     As in retrain.py the features are used as given (no standardisation), the weights start
@@ -37,11 +37,6 @@ class SoftmaxHead(DenseHead):
 
     name = "softmax"
     OPTIONS = SOFTMAX_OPTIONS
-
-    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-            num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
-        with single_threaded_blas():
-            self._fit(x_train, y_train, x_val, y_val, num_classes, seed, on_progress)
 
     def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              num_classes: int, seed: int, on_progress: ProgressCallback | None) -> None:
