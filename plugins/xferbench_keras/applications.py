@@ -23,7 +23,8 @@ import numpy as np
 
 from xferbench.backbone import Backbone
 from xferbench.data import ImageData
-from xferbench.errors import OptionError, UserError
+from xferbench.download import sha256_file
+from xferbench.errors import OptionError, UserError, one_line
 from xferbench_keras.images import export_module, resized_batches
 
 if TYPE_CHECKING:
@@ -81,15 +82,6 @@ def find_application(name: str) -> str:
     raise UserError(f"unknown Keras application {name!r}; {did_you_mean}available: {', '.join(names)}")
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 class _DownloadFailed(Exception):
     """Keras could not fetch (or copy) the ImageNet weights."""
 
@@ -143,7 +135,7 @@ def _watch_downloads(seen: list[str], source: Path | None = None) -> Iterator[No
             with contextlib.redirect_stdout(sys.stderr):
                 path = original(*args, **kwargs)
         except Exception as exc:
-            raise _DownloadFailed(_one_line(exc)) from exc
+            raise _DownloadFailed(one_line(exc)) from exc
         seen.append(str(path))
         return path
 
@@ -240,7 +232,7 @@ class KerasBackbone(Backbone):
                             f"`xferbench fetch {self.name} --from FILE`)") from None
         except (ValueError, OSError, TypeError) as exc:
             source = f"weights file {str(self.weights_file)!r}" if weights and self.weights_file else "these settings"
-            raise UserError(f"cannot build {self._describe()} with {source}: {_one_line(exc)}") from None
+            raise UserError(f"cannot build {self._describe()} with {source}: {one_line(exc)}") from None
         if weights == "imagenet":
             self._keras_files = files
         return model
@@ -262,7 +254,7 @@ class KerasBackbone(Backbone):
         except (ValueError, OSError, TypeError) as exc:
             for path in files:
                 Path(path).unlink(missing_ok=True)
-            raise UserError(f"{source} does not fit {self._describe()}: {_one_line(exc)}; "
+            raise UserError(f"{source} does not fit {self._describe()}: {one_line(exc)}; "
                             f"check alpha and input_size") from None
         if not files:
             raise UserError(f"{self._describe()}: Keras did not ask for a weights file; "

@@ -19,7 +19,7 @@ import numpy as np
 
 from xferbench.backbone import Backbone
 from xferbench.data import ImageData
-from xferbench.errors import UserError
+from xferbench.errors import UserError, one_line
 from xferbench_keras.images import export_module, resized_batches
 
 if TYPE_CHECKING:
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 
 PREPROCESSING_REVISION = "1"
 DEFAULT_INPUT_SIZE = 224
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def is_remote_handle(handle: str) -> bool:
@@ -100,18 +96,18 @@ class HubBackbone(Backbone):
                 import tensorflow_hub as hub
         except ImportError as exc:
             if is_remote_handle(self.handle):
-                raise UserError(f"hub:{self.handle} needs the tensorflow_hub package ({_one_line(exc)}); "
+                raise UserError(f"hub:{self.handle} needs the tensorflow_hub package ({one_line(exc)}); "
                                 f"install it, or download the module and pass its folder") from None
             hub = None  # a local folder loads the same way without it
         try:
             folder = hub.resolve(self.handle) if hub is not None else self.handle
         except Exception as exc:  # network and cache errors come in many types
-            raise UserError(f"cannot fetch TF-Hub module {self.handle!r} ({_one_line(exc)}); download it "
+            raise UserError(f"cannot fetch TF-Hub module {self.handle!r} ({one_line(exc)}); download it "
                             f"elsewhere and pass hub:/path/to/folder") from None
         try:
             loaded = hub.load(folder) if hub is not None else tf.saved_model.load(folder)
         except Exception as exc:
-            raise UserError(f"cannot load TF-Hub module {self.handle!r}: {_one_line(exc)}") from None
+            raise UserError(f"cannot load TF-Hub module {self.handle!r}: {one_line(exc)}") from None
         self._folder = Path(os.fsdecode(folder))
         call, fixed_size = self._entry_point(loaded)
         if fixed_size is not None and self._size_option not in (None, fixed_size):
@@ -247,7 +243,7 @@ def fetch_module(arg: str | None, options: Mapping[str, Any], context: RunContex
             with tarfile.open(source) as archive:
                 archive.extractall(scratch, filter="data")  # refuses absolute paths and ../ escapes
         except (tarfile.TarError, OSError) as exc:
-            raise UserError(f"cannot unpack {source} as a TF-Hub module archive (.tar.gz): {_one_line(exc)}") from None
+            raise UserError(f"cannot unpack {source} as a TF-Hub module archive (.tar.gz): {one_line(exc)}") from None
         root = _saved_model_root(Path(scratch))
         if root is None:
             raise UserError(f"{source} holds no saved_model.pb; it is not a TF2 SavedModel archive")

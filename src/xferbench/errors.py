@@ -5,6 +5,11 @@ ends the process with exit code 2, without a traceback.
 """
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message folded onto one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class UserError(Exception):
     """A problem the user can fix; the CLI prints str(exc) as one line and exits 2."""
 

@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from xferbench import hookspecs
-from xferbench.errors import PluginError
+from xferbench.errors import PluginError, one_line
 from xferbench.registry import Registry
 from xferbench.specs import BackboneSpec, DatasetSpec, HeadSpec, ReporterSpec
 
@@ -84,7 +84,7 @@ def build_plugin_manager(blocked: Iterable[str] = (), extra_plugins: Iterable[tu
     except PluginError:
         raise
     except Exception as exc:  # a third-party plugin failing to import must not produce a traceback
-        raise PluginError(f"a plugin failed to load: {type(exc).__name__}: {_one_line(exc)}; "
+        raise PluginError(f"a plugin failed to load: {type(exc).__name__}: {one_line(exc)}; "
                           f"block it with --no-plugin NAME or {DISABLE_ENV}") from exc
     return pm
 
@@ -97,11 +97,7 @@ def _invalid_plugin_message(pm: pluggy.PluginManager, exc: pluggy.PluginValidati
         hint = difflib.get_close_matches(bad[0], known, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         return f"plugin {name!r} implements unknown hook {bad[0]!r}{suggestion} (hooks: {', '.join(known)})"
-    return f"plugin {name!r} is invalid: {_one_line(exc)}"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    return f"plugin {name!r} is invalid: {one_line(exc)}"
 
 
 def load_catalog(blocked: Iterable[str] = (), extra_plugins: Iterable[tuple[str, Any]] = (),
@@ -146,4 +142,4 @@ def _call_register(function: Any, registry: Registry[Any], plugin_name: str) -> 
         raise PluginError(f"plugin {plugin_name!r}: {exc}") from exc
     except Exception as exc:
         raise PluginError(f"plugin {plugin_name!r} failed while registering: {type(exc).__name__}: "
-                          f"{_one_line(exc)}") from exc
+                          f"{one_line(exc)}") from exc

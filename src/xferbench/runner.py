@@ -21,7 +21,7 @@ from xferbench import machine
 from xferbench.backbone import Backbone
 from xferbench.context import RunContext
 from xferbench.data import ImageDataset, select_shots
-from xferbench.errors import OptionError, UserError
+from xferbench.errors import OptionError, UserError, one_line
 from xferbench.extraction import Extraction, extract_features
 from xferbench.results import SCHEMA_VERSION, write_document
 
@@ -455,7 +455,7 @@ def _as_cell_error(exc: Exception) -> UserError:
 
 
 def _failed(row: dict[str, Any], exc: Exception) -> dict[str, Any]:
-    return {**row, "status": "error", "error": " ".join(str(exc).split())}
+    return {**row, "status": "error", "error": one_line(exc)}
 
 
 def _shots_label(shots: int | str | None) -> str:
