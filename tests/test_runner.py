@@ -1,0 +1,109 @@
+"""The runner through its Python API: sweeps that survive crashes, training budgets, cache defaults."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xferbench import BackboneSpec, hookimpl
+from xferbench.backbone import Backbone
+from xferbench.context import RunContext
+from xferbench.plugin_manager import load_catalog
+from xferbench.progress import Progress
+from xferbench.results import validate_document
+from xferbench.runner import Runner, RunRequest
+
+
+class PixelMeans(Backbone):
+    """Mean of each 2x2 block of an 8x8 digit: 16 honest features, no TensorFlow."""
+
+    feature_dim = 16
+
+    def __init__(self, arg, options, context) -> None:
+        self.name = "pixel_means"
+
+    @property
+    def weights_sha256(self) -> str:
+        return "0" * 64
+
+    def extract(self, images):
+        return np.stack([np.asarray(img, np.float32).reshape(4, 2, 4, 2).mean(axis=(1, 3)).ravel() / 255
+                         for img in images])
+
+
+class Crashing(PixelMeans):
+    def extract(self, images):
+        raise RuntimeError("kernel exploded")
+
+
+@hookimpl
+def xferbench_register_backbones(register):
+    register(BackboneSpec("crashing", "raises a RuntimeError in extract", factory=Crashing))
+    register(BackboneSpec("pixel_means", "2x2 block means", factory=PixelMeans))
+
+
+def test_a_crashing_cell_is_recorded_and_the_next_cell_runs(tmp_path):
+    import sys
+
+    catalog = load_catalog(extra_plugins=[("sweeptest", sys.modules[__name__])])
+    context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(quiet=True))
+    request = RunRequest(backbones=["crashing", "pixel_means"], datasets=["digits:0-4"], heads=["softmax"],
+                         methods=["transfer"], head_options={"steps": "300"})
+    document = Runner(request, context, tmp_path / "r.json").run()
+    validate_document(document)
+    crashed, fine = document["runs"]
+    assert crashed["backbone"] == "crashing" and crashed["status"] == "error"
+    assert crashed["error"].startswith("RuntimeError: kernel exploded") and "\n" not in crashed["error"]
+    assert fine["status"] == "ok" and fine["test_accuracy"] > 0.6
+
+
+class TrainablePixelMeans(PixelMeans):
+    """Adds a small trainable counterpart, so full retraining can run in a second."""
+
+    def supports(self, method: str) -> bool:
+        return method == "full"
+
+    def model_inputs(self, images):
+        return np.stack([np.asarray(img, np.float32).reshape(-1) / 255 for img in images])
+
+    def build_model(self, num_classes, *, pretrained, seed):
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                                 keras.layers.Dense(num_classes, activation="softmax")])
+
+
+@hookimpl(specname="xferbench_register_backbones")
+def register_trainable(register):
+    register(BackboneSpec("trainable_pixels", "64 pixels in, trainable MLP", factory=TrainablePixelMeans))
+
+
+def test_full_budget_stops_training_and_reports_what_it_reached(tmp_path):
+    import types
+
+    plugin = types.SimpleNamespace(xferbench_register_backbones=register_trainable)
+    catalog = load_catalog(extra_plugins=[("budget", plugin)])
+    context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(quiet=True))
+    request = RunRequest(backbones=["trainable_pixels"], datasets=["digits"], heads=["softmax"], methods=["full"],
+                         full_budget_seconds=1.5, full_epochs=10_000)
+    document = Runner(request, context, tmp_path / "r.json").run()
+    (run,) = document["runs"]
+    assert run["status"] == "ok", run["error"]
+    assert run["training"]["stopped_by"] == "budget"
+    assert 0 < run["training"]["epochs"] < 10_000 and run["training"]["steps"] > 0
+    assert run["train_seconds"] < 30  # stopped near the budget, not after 10,000 epochs
+
+
+def test_cache_dir_defaults(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from xferbench.paths import default_cache_dir
+
+    monkeypatch.delenv("XFERBENCH_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == Path(tmp_path) / ".cache" / "xferbench"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "xferbench"
+    monkeypatch.setenv("XFERBENCH_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
