@@ -79,6 +79,13 @@ def test_bad_class_subset(cli):
                               "--quiet"), "outside 0-9")
 
 
+def test_a_dataset_failing_inside_the_run_is_said_once(cli, tmp_path):
+    # Both planned runs (transfer and full) fail with the same error: one line, not one per run.
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cli("run", "--dataset", "folder:empty", "--compare", "transfer,full"),
+                          "has no class subfolders", "(results: ")
+
+
 def test_bad_shots_compare_and_budget(cli):
     assert_one_line_error(cli("run", "--shots", "0"), "--shots")
     assert_one_line_error(cli("run", "--compare", "transfer,partial"), "unknown method 'partial'")

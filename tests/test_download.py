@@ -197,11 +197,17 @@ def test_all_urls_failing_gives_actionable_message(server: FixtureServer, tmp_pa
         fetch(art, tmp_path, progress=False, timeout=5)
     message = str(info.value)
     assert "2 URL" in message
-    assert "--from FILE" in message
+    assert f"xferbench fetch <backbone or dataset> --from {NAME}" in message
     assert MIRROR_ENV in message
     assert "refused" in message.lower()  # the last error, from the closed port
     assert "\n" not in message
     assert not isinstance(info.value, ChecksumMismatch)
+
+
+def test_the_hint_names_the_component_to_fetch(server: FixtureServer, tmp_path: Path) -> None:
+    art = Artifact(NAME, (server.url("missing/" + NAME),), component="flowers")
+    with pytest.raises(DownloadError, match=f"`xferbench fetch flowers --from {NAME}`"):
+        fetch(art, tmp_path, progress=False, timeout=5)
 
 
 def test_verify_rejecting_deletes_and_does_not_pin(server: FixtureServer, tmp_path: Path) -> None:

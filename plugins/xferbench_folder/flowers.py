@@ -62,7 +62,7 @@ def verify_archive(path: Path) -> None:
 def _artifact() -> Any:
     from xferbench.download import Artifact
 
-    return Artifact(ARCHIVE_NAME, (URL,))
+    return Artifact(ARCHIVE_NAME, (URL,), component="flowers")
 
 
 def _photos_in(folder: Path) -> Path | None:

@@ -32,7 +32,7 @@ def artifact(name: str) -> Artifact:
 
     # No built-in digest: none is published for these files, and a guessed one would reject
     # the real file. The first verified fetch is pinned in the cache manifest instead.
-    return Artifact(name, URLS[name])
+    return Artifact(name, URLS[name], component="inception_2015")
 
 
 def _expected(options: Mapping[str, Any]) -> str | None:

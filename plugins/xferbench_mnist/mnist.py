@@ -111,7 +111,7 @@ def _artifact(spec: MnistFile, mirror: str | None) -> Any:
     from xferbench.download import Artifact
 
     prefixes = ([mirror] if mirror else []) + list(MIRRORS)
-    return Artifact(spec.name, tuple(p.rstrip("/") + "/" + spec.name for p in prefixes))
+    return Artifact(spec.name, tuple(p.rstrip("/") + "/" + spec.name for p in prefixes), component="mnist")
 
 
 def _verifier(spec: MnistFile, cache_dir: Path) -> Callable[[Path], None]:

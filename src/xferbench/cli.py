@@ -296,7 +296,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     failures = [run for run in document["runs"] if run.get("status") != "ok"]
     if document["runs"] and len(failures) == len(document["runs"]):
         # Nothing ran: that is a plain user error (bad subset, missing files, ...), not a result.
-        raise UserError(f"{failures[0]['error']} (results: {output})")
+        errors = list(dict.fromkeys(str(run["error"]) for run in failures))
+        first = errors[0] if len(errors) == 1 else f"all {len(failures)} runs failed, the first with: {errors[0]}"
+        raise UserError(f"{first} (results: {output})")
     reporter = reporter_spec.load_factory()(reporter_spec.validate({}))
     reporter.report(document, sys.stdout)
     if args.show_misclassified and args.format == "table":

@@ -55,7 +55,6 @@ DOWNLOADS_DIR = "downloads"
 
 _CHUNK = 1 << 16
 _USER_AGENT = "xferbench (python urllib)"
-_HINT = "import a local copy with `xferbench fetch ... --from FILE`, or set XFERBENCH_MIRROR to a mirror URL prefix"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
@@ -70,6 +69,8 @@ class Artifact:
     urls: tuple[str, ...]
     sha256: str | None = None
     size: int | None = None
+    #: the name ``xferbench fetch NAME --from FILE`` imports this file under (a backbone or dataset)
+    component: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name:
@@ -242,11 +243,20 @@ def _run_verify(verify: Verify | None, path: Path) -> None:
 
 def _check_size(artifact: Artifact, size: int, what: str) -> None:
     if artifact.size is not None and size != artifact.size:
-        raise DownloadError(f"{what} is {size} bytes but {artifact.name} should be {artifact.size} bytes; {_HINT}")
+        raise DownloadError(f"{what} is {size} bytes but {artifact.name} should be {artifact.size} bytes; "
+                            f"{_import_hint(artifact)}")
 
 
-def _delete_target_hint(target: Path) -> str:
-    return f"delete {target} and fetch again, or import a known-good copy with `xferbench fetch ... --from FILE`"
+def _import_hint(artifact: Artifact) -> str:
+    """What to do when the file cannot be had from the network: the exact import command."""
+    command = f"xferbench fetch {artifact.component or '<backbone or dataset>'} --from {artifact.name}"
+    return (f"import a local copy with `{command}`, "
+            f"or set {MIRROR_ENV} to a mirror URL prefix that serves {artifact.name}")
+
+
+def _delete_target_hint(target: Path, artifact: Artifact) -> str:
+    command = f"xferbench fetch {artifact.component or '<backbone or dataset>'} --from FILE"
+    return f"delete {target} and fetch again, or import a known-good copy with `{command}`"
 
 
 # --------------------------------------------------------------------------- download
@@ -385,7 +395,8 @@ def _accept_cached(
     if want is not None:
         if got != want:
             raise ChecksumMismatch(
-                f"cached {artifact.name} has sha256 {got} but {origin} is {want}; {_delete_target_hint(target)}"
+                f"cached {artifact.name} has sha256 {got} but {origin} is {want}; "
+                f"{_delete_target_hint(target, artifact)}"
             )
         if manifest.sha256(artifact.name) == got:
             return True
@@ -429,7 +440,7 @@ def fetch(
 
         urls = mirror_urls(artifact)
         if not urls:
-            raise DownloadError(f"no download URL is known for {artifact.name}; {_HINT}")
+            raise DownloadError(f"no download URL is known for {artifact.name}; {_import_hint(artifact)}")
         last: tuple[str, str] | None = None
         for url in urls:
             try:
@@ -448,7 +459,7 @@ def fetch(
             assert last is not None
             raise DownloadError(
                 f"could not download {artifact.name}: all {len(urls)} URL(s) failed, the last one "
-                f"({last[0]}) with: {last[1]}. Download it yourself and {_HINT}"
+                f"({last[0]}) with: {last[1]}. Download it yourself and {_import_hint(artifact)}"
             )
 
         try:
@@ -456,7 +467,7 @@ def fetch(
             if want is not None and got != want:
                 raise ChecksumMismatch(
                     f"{artifact.name} downloaded from {url} has sha256 {got} but {origin} is {want}; "
-                    f"the bad download was deleted - if the file changed upstream, {_HINT}"
+                    f"the bad download was deleted - if the file changed upstream, {_import_hint(artifact)}"
                 )
         except DownloadError:
             part.unlink(missing_ok=True)

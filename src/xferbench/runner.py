@@ -79,6 +79,7 @@ class Runner:
         self.context = context
         self.output = output
         self.document: dict[str, Any] = {}
+        self._logged_errors: set[str] = set()
         self._validate()
 
     # -- set-up --------------------------------------------------------------------------
@@ -174,7 +175,9 @@ class Runner:
             exc = _as_cell_error(exc)
             for row in self._planned_rows(backbone_token, dataset_token):
                 self.document["runs"].append(_failed(row, exc))
-            self.context.progress.log(f"error: {backbone_token} on {dataset_token}: {exc}")
+            if len(self.request.backbones) * len(self.request.datasets) > 1:
+                # With a single cell every run fails with this message, and the CLI says it once at the end.
+                self._log_error(f"{backbone_token} on {dataset_token}: {exc}")
             return
         extraction = None
         if "transfer" in self.request.methods:
@@ -212,9 +215,14 @@ class Runner:
             row = work()
         except Exception as exc:
             row = _failed(row, _as_cell_error(exc))
-            self.context.progress.log(f"error: {row['method']} {row['backbone']} on {row['dataset']}: {exc}")
+            self._log_error(f"{row['method']} {row['backbone']} on {row['dataset']}: {exc}")
         self.document["runs"].append(row)
         self._save()
+
+    def _log_error(self, message: str) -> None:
+        if message not in self._logged_errors:
+            self._logged_errors.add(message)
+            self.context.progress.log(f"error: {message}")
 
     def make_backbone(self, token: str) -> Backbone:
         spec, options = self.backbone_specs[token]
