@@ -4,7 +4,7 @@ Compares, interleaved every 16 images (other processes share the CPU, so timings
 
 * ``baseline``: the retrain.py way, one ``Session.run`` per image feeding ``DecodeJpeg/contents``
   of the original graph (BatchNormWithGlobalNormalization and all);
-* ``fp32``: xferbench end to end (tf.data decode/resize + the rewritten, batched graph);
+* ``fp32``: xferbench end to end (batched decode/resize + the rewritten, batched graph);
 * ``fp32_forward``: the rewritten graph alone on images decoded and resized beforehand;
 * ``bf16``: xferbench end to end with ``precision=bfloat16``.
 
@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGES = int(os.environ.get("XFERBENCH_BENCH_IMAGES", "64"))
 # The CPU default of batch_size=0; a divisor of IMAGES, so one warm-up batch warms every batch shape.
 BATCH = 8
-# Images per interleaving step: two batches, so tf.data overlaps decoding with the forward pass.
+# Images per interleaving step: two batches per extract() call, as the harness hands over several.
 CHUNK = 16
 ROUNDS = int(os.environ.get("XFERBENCH_BENCH_ROUNDS", "3"))
 

@@ -166,6 +166,17 @@ def test_batch_size_does_not_change_the_features(standin_files, backbone, flower
 
 
 @pytest.mark.realdata
+def test_prefetching_the_next_batch_changes_nothing(standin_files, backbone, flowers, tmp_path):
+    # prefetch=yes is what a GPU gets by default: decoding on a worker thread, one batch ahead.
+    ahead = _make({"batch_size": "3", "prefetch": "yes"}, _context(tmp_path, standin_files["zip"]))
+    assert ahead.info()["prefetch"] is True and backbone.info()["prefetch"] is False
+    images = [flowers[0], b"corrupt", *flowers[1:6], np.zeros((4, 4, 2), dtype=np.uint8), flowers[6]]
+    got, want = ahead.extract(images), backbone.extract(images)
+    assert np.isnan(got[[1, 7]]).all() and not np.isnan(np.delete(got, [1, 7], axis=0)).any()
+    assert_faithful(np.delete(got, [1, 7], axis=0), np.delete(want, [1, 7], axis=0))
+
+
+@pytest.mark.realdata
 def test_bfloat16_stays_close_and_keeps_its_own_cache_namespace(standin_files, backbone, reference, flowers,
                                                                 tmp_path):
     bf16 = _make({"precision": "bfloat16"}, _context(tmp_path, standin_files["zip"]))
@@ -275,8 +286,9 @@ def test_using_the_backbone_before_prepare_is_a_clear_error():
 def test_options_are_validated():
     spec, _ = load_catalog().backbones.resolve("inception_2015")
     assert spec.validate({}) == {"precision": "float32", "batch_size": 0, "archive": "zip", "sha256": None,
-                                 "xla": False}
-    for bad in ({"precision": "float16"}, {"batch_size": "-1"}, {"archive": "tar"}, {"batchsize": "8"}):
+                                 "xla": False, "prefetch": "auto"}
+    for bad in ({"precision": "float16"}, {"batch_size": "-1"}, {"archive": "tar"}, {"batchsize": "8"},
+                {"prefetch": "always"}):
         with pytest.raises(OptionError):
             spec.validate(bad)
 

@@ -18,6 +18,9 @@ OPTIONS = (
            "inception-2015-12-05.tgz", choices=("zip", "tgz")),
     Option("sha256", str, None, "expected sha256 of the archive or .pb (download, import or --weights)"),
     Option("xla", bool, False, "compile the network with XLA (jit_compile)"),
+    Option("prefetch", str, "auto", "decode the next batch while the network runs on this one; auto: only "
+           "on a GPU (on a CPU the decoder would compete with the network for the cores)",
+           choices=("auto", "yes", "no")),
 )
 
 

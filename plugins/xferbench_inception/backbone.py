@@ -49,6 +49,7 @@ class Inception2015(Backbone):
         self._precision: str = self.options.get("precision") or "float32"
         self._batch_size: int = int(self.options.get("batch_size") or 0)  # 0: chosen in load()
         self._xla: bool = bool(self.options.get("xla"))
+        self._prefetch: str = self.options.get("prefetch") or "auto"
         self._loaded: _Loaded | None = None
 
     # -- preparing ------------------------------------------------------------------------
@@ -66,12 +67,16 @@ class Inception2015(Backbone):
         interface = graphs.verify(graph_def, where)
         rewritten = graphs.rewrite(graph_def, interface, where, self._precision)
         function = _build_function(rewritten.graph_def, interface, self._xla)
+        on_gpu = _has_gpu()
         if not self._batch_size:
-            self._batch_size = _auto_batch_size()
+            # 1..16 images per pass run at the same speed per image on 2 CPU cores (activations of
+            # bigger batches outgrow the caches); a GPU needs large batches to be kept busy.
+            self._batch_size = 64 if on_gpu else 8
         self._loaded = _Loaded(
             function=function,
             interface=interface,
-            preprocessor=pipeline.Preprocessor(interface),
+            preprocessor=pipeline.Preprocessor(
+                interface, prefetch=self._prefetch == "yes" or (self._prefetch == "auto" and on_gpu)),
             weights_sha256=hashlib.sha256(graph_file.data).hexdigest(),
             source=graph_file.source,
             member=graph_file.member,
@@ -179,6 +184,7 @@ class Inception2015(Backbone):
             "checknumerics_dropped": loaded.dropped_checks,
             "precision": self._precision,
             "xla": self._xla,
+            "prefetch": loaded.preprocessor.prefetch,
             "batch_size": self._batch_size,
             "load_seconds": round(loaded.load_seconds, 3),
         }
@@ -222,12 +228,10 @@ def _build_function(graph_def: Any, interface: graphs.Interface, xla: bool) -> A
     return tf.function(lambda x: pruned(x), input_signature=signature, jit_compile=xla or None)
 
 
-def _auto_batch_size() -> int:
-    """Measured on 2 CPU cores: 1..16 images per pass run at the same speed per image (activations of
-    bigger batches outgrow the caches); a GPU needs large batches to be kept busy."""
+def _has_gpu() -> bool:
     import tensorflow as tf
 
-    return 64 if tf.config.list_physical_devices("GPU") else 8
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> Inception2015:
