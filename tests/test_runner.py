@@ -92,6 +92,49 @@ def test_full_budget_stops_training_and_reports_what_it_reached(tmp_path):
     assert run["training"]["stopped_by"] == "budget"
     assert 0 < run["training"]["epochs"] < 10_000 and run["training"]["steps"] > 0
     assert run["train_seconds"] < 30  # stopped near the budget, not after 10,000 epochs
+    # The summary says the run was cut short, so its accuracy is not read as the method's.
+    csv_text = _render(catalog, document, "csv")
+    assert f"ok (budget: {run['training']['epochs']:.2g} epochs)" in csv_text
+
+
+def _render(catalog, document, fmt: str) -> str:
+    import io
+
+    spec, _ = catalog.reporters.resolve(fmt)
+    stream = io.StringIO()
+    spec.load_factory()(spec.validate({})).report(document, stream)
+    return stream.getvalue()
+
+
+class TimedPixelMeans(PixelMeans):
+    """Says its network took 2 s per call, however long extract() really took."""
+
+    def extract(self, images):
+        self.network_seconds += 2.0
+        return super().extract(images)
+
+
+@hookimpl(specname="xferbench_register_backbones")
+def register_timed(register):
+    register(BackboneSpec("timed_pixels", "reports its network time", factory=TimedPixelMeans))
+
+
+def test_network_images_per_second_come_from_the_backbones_own_timing(tmp_path):
+    import csv
+    import io
+    import types
+
+    catalog = load_catalog(extra_plugins=[("timed", types.SimpleNamespace(xferbench_register_backbones=register_timed))])
+    context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(quiet=True))
+    request = RunRequest(backbones=["timed_pixels"], datasets=["digits:0-4"], heads=["softmax"],
+                         methods=["transfer"], head_options={"steps": "100"})
+    document = Runner(request, context, tmp_path / "r.json").run()
+    (run,) = document["runs"]
+    calls = -(-run["extracted"] // TimedPixelMeans.extract_batch_size)
+    assert run["extract_forward_images_per_second"] == run["extracted"] / (2.0 * calls)
+    assert run["extract_images_per_second"] > run["extract_forward_images_per_second"]  # real time was far less
+    (row,) = csv.DictReader(io.StringIO(_render(catalog, document, "csv")))
+    assert float(row["net img/s"]) == round(run["extract_forward_images_per_second"], 1)
 
 
 def test_cache_dir_defaults(monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -322,7 +323,9 @@ class KerasBackbone(Backbone):
         assert self._forward is not None
         out = np.full((len(images), int(model.output_shape[-1])), np.nan, dtype=np.float32)
         for indices, batch in self._preprocessed_batches(images):
+            started = time.perf_counter()
             out[indices] = np.asarray(self._forward(batch), dtype=np.float32)
+            self.network_seconds += time.perf_counter() - started
         return out
 
     def tf_features(self) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -191,7 +192,9 @@ class HubBackbone(Backbone):
         assert self._call is not None
         out = np.full((len(images), self.feature_dim), np.nan, dtype=np.float32)
         for indices, pixels in resized_batches(images, self.input_size, self.batch_size):
+            started = time.perf_counter()
             out[indices] = np.asarray(self._call(pixels / np.float32(255.0)), dtype=np.float32)
+            self.network_seconds += time.perf_counter() - started
         return out
 
     def tf_features(self) -> Any:

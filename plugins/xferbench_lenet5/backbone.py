@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,9 @@ class LeNet5(Backbone):
         x = self.model_inputs(images)
         bad = np.isnan(x).reshape(len(x), -1).any(axis=1)
         x[bad] = 0.0
+        started = time.perf_counter()
         feats = np.asarray(model.predict_on_batch(x), dtype=np.float32)
+        self.network_seconds += time.perf_counter() - started
         feats[bad] = np.nan
         return feats
 

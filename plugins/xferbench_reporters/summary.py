@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "extract s",
+#: ``img/s`` is bottleneck extraction end to end (read, decode, forward); ``net img/s`` the network alone
+COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "net img/s", "extract s",
            "train s", "speed-up vs full", "status")
 
 
@@ -48,18 +49,31 @@ def short_name(token: str, limit: int = 32) -> str:
     return f"{kind}:…/{tail}"
 
 
+def _status(run: dict[str, Any]) -> str:
+    """``ok``, ``error: ...``, or ``ok`` plus how far training got when a limit stopped it early."""
+    if run.get("status") != "ok":
+        return f"error: {run.get('error')}"
+    training = run.get("training") or {}
+    if training.get("stopped_by") == "budget":
+        # The accuracy of a network stopped by --full-budget says little about the method.
+        return f"ok (budget: {training.get('epochs', 0):.2g} epochs)"
+    return "ok"
+
+
 def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
     runs = document.get("runs", [])
     full = _full_seconds(runs)
     rows = []
     for run in runs:
         up = speedup(run, full)
-        status = "ok" if run.get("status") == "ok" else f"error: {run.get('error')}"
+        status = _status(run)
         rows.append({
             "backbone": short_name(str(run.get("backbone"))), "dataset": short_name(str(run.get("dataset"))),
             "method": str(run.get("method")), "head": str(run.get("head")), "shots": str(run.get("shots")),
             "test accuracy": fmt_accuracy(run),
             "img/s": _num(run.get("extract_images_per_second"), ".1f")
+            if run.get("method") == "transfer" else "-",
+            "net img/s": _num(run.get("extract_forward_images_per_second"), ".1f")
             if run.get("method") == "transfer" else "-",
             "extract s": _num(run.get("extract_seconds"), ".2f"),
             "train s": _num(run.get("train_seconds"), ".2f"),
@@ -68,4 +82,5 @@ def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
         })
         if run.get("method") == "transfer" and run.get("status") == "ok" and not run.get("extracted"):
             rows[-1]["img/s"] = f"cached ({run.get('cache_hits', 0)})"
+            rows[-1]["net img/s"] = "-"
     return rows

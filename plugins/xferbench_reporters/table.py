@@ -22,7 +22,8 @@ class TableReporter:
         console = Console(file=stream, width=probe.width if probe.is_terminal else 160)
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
-            justify = "right" if column in ("shots", "img/s", "extract s", "train s", "speed-up vs full") else "left"
+            justify = "right" if column in ("shots", "img/s", "net img/s", "extract s", "train s",
+                                            "speed-up vs full") else "left"
             table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "status")
         for row in summary_rows(document):
             style = "red" if row["status"] != "ok" else None

@@ -30,6 +30,9 @@ class Backbone(abc.ABC):
     preprocessing_version: str = "1"
     #: how many images the harness hands to one ``extract`` call
     extract_batch_size: int = 64
+    #: seconds ``extract`` spent in the network's forward passes alone (decoding excluded), summed
+    #: over calls; a backbone that cannot tell the two apart leaves it at 0
+    network_seconds: float = 0.0
 
     def prepare(self, context: RunContext) -> None:  # noqa: B027 - optional hook
         """Fetch, verify or pretrain weights. Called once before any extraction."""

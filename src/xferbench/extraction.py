@@ -27,6 +27,7 @@ class Extraction:
     cache_hits: int = 0
     computed: int = 0
     seconds: float = 0.0
+    #: the network's forward passes alone where the backbone measures them, else its whole extract()
     forward_seconds: float = 0.0
     corrupt_cache_entries: int = 0
 
@@ -56,9 +57,10 @@ def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path
     def flush(task: Task) -> None:
         if not pending:
             return
-        t0 = time.perf_counter()
+        t0, network_before = time.perf_counter(), backbone.network_seconds
         batch = backbone.extract([img for _, _, img in pending])
-        result.forward_seconds += time.perf_counter() - t0
+        network = backbone.network_seconds - network_before
+        result.forward_seconds += network if network > 0 else time.perf_counter() - t0
         batch = np.asarray(batch, dtype=np.float32)
         for (index, digest, _), row in zip(pending, batch, strict=True):
             if np.isnan(row).any():

@@ -355,6 +355,9 @@ class Runner:
                 learning_rate=req.finetune_learning_rate if pretrained else req.full_learning_rate,
                 run_dir=run_dir, checkpoint_every_steps=steps_per_epoch * 5, on_progress=on_progress, **common)
             outcome.seconds += probe_seconds
+            task.completed = outcome.epochs  # fractional when the budget stopped it mid-epoch
+            if outcome.stopped_by == "budget":
+                task.set_status(f"stopped by --full-budget at step {outcome.steps}")
         predicted = outcome.predict_proba(x_test).argmax(axis=1)
         summary = metrics.summarize(y_test, predicted, dataset.class_names, keys=test_keys, seed=self.context.seed)
         row.update(
