@@ -331,17 +331,51 @@ def test_a_wrong_expected_digest_is_refused(standin_files, tmp_path):
         spec.load_fetcher()(None, spec.validate({"sha256": wrong}), context, standin_files["pb"])
 
 
-def test_download_goes_through_a_mirror_and_is_verified(standin_files, tiny_graph, tmp_path, monkeypatch):
+def _fixture_server():
     try:
         from support.http_server import FixtureServer
     except ImportError:
         from tests.support.http_server import FixtureServer
+    return FixtureServer
 
-    with FixtureServer(files={"inception_dec_2015.zip": standin_files["zip"].read_bytes()}) as server:
+
+def test_download_goes_through_a_mirror_and_is_verified(standin_files, tiny_graph, tmp_path, monkeypatch):
+    with _fixture_server()(files={"inception_dec_2015.zip": standin_files["zip"].read_bytes()}) as server:
         monkeypatch.setenv("XFERBENCH_MIRROR", server.base_url)
         backbone = _make({}, _context(tmp_path, None))
     assert backbone.weights_sha256 == hashlib.sha256(tiny_graph).hexdigest()
     assert (tmp_path / "downloads" / "inception_dec_2015.zip").is_file()
+
+
+def test_an_interrupted_download_resumes_and_a_wrong_digest_is_refused(standin_files, tiny_graph, tmp_path,
+                                                                        monkeypatch):
+    archive = standin_files["zip"].read_bytes()
+    with _fixture_server()(files={"inception_dec_2015.zip": archive}) as server:
+        monkeypatch.setenv("XFERBENCH_MIRROR", server.base_url)
+        # The checksum the user gives is checked against the download, which is then deleted.
+        with pytest.raises(UserError, match="sha256"):
+            _make({"sha256": "f" * 64}, _context(tmp_path / "wrong", None))
+        assert not (tmp_path / "wrong" / "downloads" / "inception_dec_2015.zip").exists()
+        server.truncate_after = len(archive) // 2
+        with pytest.raises(UserError, match="interrupted"):
+            _make({}, _context(tmp_path, None))
+        server.truncate_after = None
+        backbone = _make({"sha256": hashlib.sha256(archive).hexdigest()}, _context(tmp_path, None))
+        assert server.hits[-1].range == f"bytes={len(archive) // 2}-" and server.hits[-1].status == 206
+    assert backbone.weights_sha256 == hashlib.sha256(tiny_graph).hexdigest()
+
+
+def test_an_archive_with_a_path_traversal_member_is_refused_and_not_kept(tiny_graph, tmp_path, monkeypatch):
+    hostile = io.BytesIO()
+    with zipfile.ZipFile(hostile, "w") as zf:
+        zf.writestr("tensorflow_inception_graph.pb", tiny_graph)
+        zf.writestr("../../outside.txt", b"escaped")
+    with _fixture_server()(files={"inception_dec_2015.zip": hostile.getvalue()}) as server:
+        monkeypatch.setenv("XFERBENCH_MIRROR", server.base_url)
+        with pytest.raises(UserError, match=r"refusing to use .*'\.\./\.\./outside\.txt'.*'\.\.' component"):
+            _make({}, _context(tmp_path / "cache", None))
+    assert not (tmp_path / "cache" / "downloads" / "inception_dec_2015.zip").exists()
+    assert not list(tmp_path.rglob("outside.txt"))
 
 
 # -- the full-size stand-in ----------------------------------------------------------------------

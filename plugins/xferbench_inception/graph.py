@@ -99,11 +99,21 @@ def _pick(names: Iterable[str], source: Path) -> str:
 def read_graph_file(path: Path) -> GraphFile:
     """The graph's bytes from a .pb, or from the .pb inside the .zip or .tgz.
 
-    Archives are read in memory: only one member is needed, so nothing is written to disk
-    and no member name can escape anywhere.
+    Archives are read in memory: only one member is needed, so nothing is written to disk.
+    An archive with a member that would escape an extraction (absolute, ``..``, links out) is
+    refused all the same: the published archives hold none, so it is not one of them.
     """
+    from xferbench.archive import UnsafeArchive, check_archive
+
     path = Path(path)
     kind = file_kind(path)
+    if kind in ("zip", "tgz"):
+        try:
+            check_archive(path, action="use", fmt="zip" if kind == "zip" else "tar")
+        except UnsafeArchive:
+            raise
+        except UserError:
+            pass  # unreadable: said below, in the graph's own words, when its member is read
     try:
         if kind == "zip":
             with zipfile.ZipFile(path) as zf:

@@ -21,7 +21,7 @@ from pathlib import Path
 from xferbench.atomic import fsync_dir
 from xferbench.errors import UserError
 
-__all__ = ["COMPLETE_MARKER", "UnsafeArchive", "safe_extract"]
+__all__ = ["COMPLETE_MARKER", "UnsafeArchive", "check_archive", "safe_extract"]
 
 COMPLETE_MARKER = ".complete"
 
@@ -197,6 +197,23 @@ def _listing(dest: Path) -> list[Path]:
     return sorted(p for p in found if p != marker)
 
 
+def check_archive(archive: str | os.PathLike[str], action: str = "extract", fmt: str | None = None) -> None:
+    """Raise :class:`UnsafeArchive` if any member of ``archive`` could land or point outside a destination.
+
+    For readers that take one member in memory: a hostile member is still a sign that the file is
+    not what it claims to be. ``action`` names what is refused in the message; ``fmt`` (``"zip"``
+    or ``"tar"``) overrides detection by file name.
+    """
+    archive = Path(archive)
+    fmt = fmt or _archive_format(archive)
+    try:
+        _validate(_list_members(archive, fmt))
+    except _Unsafe as exc:
+        raise UnsafeArchive(f"refusing to {action} {archive}: member {exc.name!r} {exc.reason}") from None
+    except _READ_ERRORS as exc:
+        raise UserError(f"cannot read archive {archive} ({exc}); delete it and fetch it again") from exc
+
+
 def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
     """Extract ``archive`` (.zip, .tar, .tgz/.tar.gz) into ``dest``; return the paths extracted, sorted.
 
@@ -215,14 +232,9 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
 
     fmt = _archive_format(archive)
     try:
-        members = _list_members(archive, fmt)
-        _validate(members)
-    except _Unsafe as exc:
-        raise UnsafeArchive(
-            f"refusing to extract {archive}: member {exc.name!r} {exc.reason}; nothing was extracted"
-        ) from None
-    except _READ_ERRORS as exc:
-        raise UserError(f"cannot read archive {archive} ({exc}); delete it and fetch it again") from exc
+        check_archive(archive, fmt=fmt)
+    except UnsafeArchive as exc:
+        raise UnsafeArchive(f"{exc}; nothing was extracted") from None
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
