@@ -13,6 +13,7 @@ import numpy as np
 
 from xferbench.backbone import Backbone
 from xferbench.data import ImageData
+from xferbench.decoding import BatchDecoder
 from xferbench_inception import graph as graphs
 from xferbench_inception import pipeline
 
@@ -28,7 +29,7 @@ class _Loaded:
 
     function: Any  # float [n, H, W, 3] (resized, 0..255) -> float32 [n, 2048]
     interface: graphs.Interface
-    preprocessor: pipeline.Preprocessor
+    preprocessor: BatchDecoder
     weights_sha256: str
     source: Path
     member: str | None
@@ -75,7 +76,7 @@ class Inception2015(Backbone):
         self._loaded = _Loaded(
             function=function,
             interface=interface,
-            preprocessor=pipeline.Preprocessor(
+            preprocessor=pipeline.decoder(
                 interface, prefetch=self._prefetch == "yes" or (self._prefetch == "auto" and on_gpu)),
             weights_sha256=hashlib.sha256(graph_file.data).hexdigest(),
             source=graph_file.source,

@@ -6,6 +6,7 @@ cached under a key made of the source data, the seed and the training settings.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -18,6 +19,7 @@ import numpy as np
 from xferbench.atomic import atomic_path
 from xferbench.backbone import Backbone
 from xferbench.data import ImageData
+from xferbench.decoding import BatchDecoder
 from xferbench.errors import UserError
 
 INPUT_SIZE = 28
@@ -45,43 +47,16 @@ def decode_rgb(contents: Any) -> Any:
     return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
 
 
-def _to_rgb(pixels: np.ndarray) -> np.ndarray | None:
-    """uint8 ``HxW``, ``HxWx1``, ``HxWx3`` or ``HxWx4`` -> ``HxWx3``; None when it is not an image."""
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
-        return None
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.shape[0] == 0 or pixels.shape[1] == 0 or pixels.shape[2] not in (1, 3, 4):
-        return None
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else np.ascontiguousarray(pixels[:, :, :3])
+@functools.cache
+def _decoder() -> BatchDecoder:
+    return BatchDecoder(lambda data: grayscale_28(decode_rgb(data)), grayscale_28, (INPUT_SIZE, INPUT_SIZE, 1))
 
 
 def preprocess(images: Sequence[ImageData]) -> np.ndarray:
     """float32 ``[N, 28, 28, 1]``; rows of images that cannot be decoded are all NaN."""
-    import tensorflow as tf
-
     out = np.full((len(images), INPUT_SIZE, INPUT_SIZE, 1), np.nan, dtype=np.float32)
-    no_pixels = np.zeros((0, 0, 3), np.uint8)
-
-    def elements() -> Any:
-        for index, image in enumerate(images):
-            if isinstance(image, bytes | bytearray | memoryview):
-                yield index, True, bytes(image), no_pixels
-            elif (rgb := _to_rgb(image)) is not None:
-                yield index, False, b"", rgb
-
-    def one(index: Any, encoded: Any, data: Any, pixels: Any) -> Any:
-        rgb = tf.cond(encoded, lambda: decode_rgb(data), lambda: pixels)
-        return index, grayscale_28(rgb)
-
-    signature = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.bool), tf.TensorSpec((), tf.string),
-                 tf.TensorSpec((None, None, 3), tf.uint8))
-    # ignore_errors drops only an image that does not decode, so its row stays NaN.
-    dataset = (tf.data.Dataset.from_generator(elements, output_signature=signature)
-               .map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .ignore_errors(log_warning=False).batch(512))
-    for indices, pixels in dataset.as_numpy_iterator():
-        out[indices] = pixels
+    for indices, pixels in _decoder().batches(images, 512):
+        out[indices] = pixels.numpy()
     return out
 
 
