@@ -46,15 +46,6 @@ CHUNK = 16
 ROUNDS = int(os.environ.get("XFERBENCH_BENCH_ROUNDS", "3"))
 
 
-def native_bfloat16() -> bool:
-    """Whether the CPU computes bfloat16 natively (otherwise TF emulates it in float32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
-
-
 def _flowers(count: int) -> list[bytes]:
     root = Path(os.environ.get("XFERBENCH_SHARED_DATA") or REPO.parent / "shared" / "data") / "flower_photos_mini"
     if not root.is_dir():
@@ -73,6 +64,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_inception_2015_bottleneck_extraction(benchmark: Any) -> None:
+    from xferbench.machine import native_bfloat16
     from xferbench_inception.backbone import Inception2015
 
     path = cached_standin("full", seed=0, archive="zip")

@@ -150,3 +150,32 @@ def test_cache_dir_defaults(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "xdg" / "xferbench"
     monkeypatch.setenv("XFERBENCH_CACHE_DIR", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
+
+
+class Bfloat16PixelMeans(PixelMeans):
+    def precision(self) -> str:
+        return "bfloat16"
+
+
+@hookimpl(specname="xferbench_register_backbones")
+def register_bf16(register):
+    register(BackboneSpec("bf16_pixels", "claims to compute in bfloat16", factory=Bfloat16PixelMeans))
+
+
+def test_bfloat16_on_a_cpu_without_it_is_warned_about(tmp_path, monkeypatch):
+    import io
+    import types
+
+    from xferbench import machine
+
+    catalog = load_catalog(extra_plugins=[("bf16", types.SimpleNamespace(xferbench_register_backbones=register_bf16))])
+    request = RunRequest(backbones=["bf16_pixels"], datasets=["digits:0-1"], heads=["softmax"], methods=["transfer"],
+                         head_options={"steps": "50"})
+    monkeypatch.setattr(machine, "gpus", lambda: [])
+    for native, warned in ((False, True), (True, False)):
+        monkeypatch.setattr(machine, "native_bfloat16", lambda native=native: native)
+        log = io.StringIO()
+        context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(stream=log))
+        document = Runner(request, context, tmp_path / "r.json").run()
+        assert document["runs"][0]["status"] == "ok"
+        assert ("warning: bf16_pixels computes in bfloat16" in log.getvalue()) is warned, log.getvalue()

@@ -56,12 +56,16 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def native_bfloat16() -> bool:
+    """Whether the CPU computes bfloat16 natively; elsewhere TensorFlow emulates it, no faster than float32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
 def machine_info(with_gpus: bool = True) -> dict[str, Any]:
-    flags = cpu_flags()
     return {
         "cpu": cpu_name(),
         "cores": usable_cores(),
-        "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
+        "cpu_bf16": native_bfloat16(),
         "gpu": gpus() if with_gpus else [],
         "platform": platform.platform(),
     }

@@ -171,6 +171,7 @@ class Runner:
                 raise dataset
             backbone = self.make_backbone(backbone_token)
             backbone.prepare(self.context)
+            self._warn_about_precision(backbone_token, backbone)
         except Exception as exc:  # one broken cell (even a plugin bug) must not sink the sweep
             exc = _as_cell_error(exc)
             for row in self._planned_rows(backbone_token, dataset_token):
@@ -218,6 +219,14 @@ class Runner:
             self._log_error(f"{row['method']} {row['backbone']} on {row['dataset']}: {exc}")
         self.document["runs"].append(row)
         self._save()
+
+    def _warn_about_precision(self, token: str, backbone: Backbone) -> None:
+        if backbone.precision() != "bfloat16" or self.document["machine"].get("gpu"):
+            return
+        if not machine.native_bfloat16():
+            self.context.progress.log(
+                f"warning: {token} computes in bfloat16, which this CPU has no instructions for (AVX512_BF16 "
+                f"or AMX); TensorFlow emulates it, usually slower than float32")
 
     def _log_error(self, message: str) -> None:
         if message not in self._logged_errors:
