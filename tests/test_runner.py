@@ -179,3 +179,25 @@ def test_bfloat16_on_a_cpu_without_it_is_warned_about(tmp_path, monkeypatch):
         document = Runner(request, context, tmp_path / "r.json").run()
         assert document["runs"][0]["status"] == "ok"
         assert ("warning: bf16_pixels computes in bfloat16" in log.getvalue()) is warned, log.getvalue()
+
+
+def test_errors_are_said_as_they_happen_only_in_sweeps_and_only_once(tmp_path):
+    import io
+    import sys
+
+    catalog = load_catalog(extra_plugins=[("sweeptest", sys.modules[__name__])])
+
+    def run_and_log(backbones: list[str]) -> str:
+        log = io.StringIO()
+        context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(stream=log))
+        request = RunRequest(backbones=backbones, datasets=["digits:0-1"], heads=["softmax", "logreg"],
+                             methods=["transfer"], head_options={"steps": "50"})
+        Runner(request, context, tmp_path / "r.json").run()
+        return log.getvalue()
+
+    # One cell: the summary (or the CLI's one-line error) says it; nothing is echoed on the way.
+    assert "error:" not in run_and_log(["crashing"])
+    # A sweep: both heads fail with the same extraction error, said once as it happens.
+    sweep = run_and_log(["crashing", "pixel_means"])
+    said = [line for line in sweep.splitlines() if line.startswith("error:")]
+    assert len(said) == 1 and said[0].startswith("error: transfer crashing on digits:0-1: RuntimeError: kernel exploded")

@@ -176,9 +176,7 @@ class Runner:
             exc = _as_cell_error(exc)
             for row in self._planned_rows(backbone_token, dataset_token):
                 self.document["runs"].append(_failed(row, exc))
-            if len(self.request.backbones) * len(self.request.datasets) > 1:
-                # With a single cell every run fails with this message, and the CLI says it once at the end.
-                self._log_error(f"{backbone_token} on {dataset_token}: {exc}")
+            self._log_error(f"{backbone_token} on {dataset_token}: {exc}")
             return
         extraction = None
         if "transfer" in self.request.methods:
@@ -229,7 +227,12 @@ class Runner:
                 f"or AMX); TensorFlow emulates it, usually slower than float32")
 
     def _log_error(self, message: str) -> None:
-        if message not in self._logged_errors:
+        """Say a failed run's error as it happens, once, in sweeps over several backbones or datasets.
+
+        With a single cell the summary table shows each failure, and when every run failed the
+        CLI says the error once, as a one-line user error.
+        """
+        if len(self.request.backbones) * len(self.request.datasets) > 1 and message not in self._logged_errors:
             self._logged_errors.add(message)
             self.context.progress.log(f"error: {message}")
 
