@@ -243,3 +243,52 @@ def test_watcher_stops_cleanly_on_ctrl_c(tmp_path: Path, data) -> None:
     out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def _no_dropout(seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.BatchNormalization(), keras.layers.Dense(4, activation="softmax")])
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path: Path, data) -> None:
+    (xt, yt), (xv, yv) = data
+    settings = dict(epochs=3, budget_seconds=None, batch_size=32, learning_rate=0.01, seed=0, optimizer="adam",
+                    checkpoint_every_steps=4, eval_every_steps=5)
+    whole = training.train_model(_no_dropout(), xt, yt, xv, yv, run_dir=tmp_path / "whole", **settings)
+
+    def stop_at_step_15(step: int, *_: object) -> None:
+        if step == 15:  # mid-epoch 2 (10 steps an epoch); the newest checkpoint is step 12
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train_model(_no_dropout(), xt, yt, xv, yv, run_dir=tmp_path / "cut", on_progress=stop_at_step_15,
+                             **settings)
+    assert training.read_status(tmp_path / "cut")["done"] is False
+    # A fresh model (other random weights): everything must come from the checkpoint.
+    resumed = training.train_model(_no_dropout(seed=7), xt, yt, xv, yv, run_dir=tmp_path / "cut", resume=True,
+                                   **settings)
+    assert resumed.resumed_from_step == 12 and resumed.steps == whole.steps == 30
+    assert [p["step"] for p in resumed.curve] == [p["step"] for p in whole.curve] == [5, 10, 15, 20, 25, 30]
+    for got, want in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert resumed.val_accuracy == whole.val_accuracy
+    assert training.read_status(tmp_path / "cut")["done"] is True
+    # Finished before its result was recorded: resuming trains no further and gives the same model.
+    again = training.train_model(_no_dropout(seed=3), xt, yt, xv, yv, run_dir=tmp_path / "cut", resume=True,
+                                 **settings)
+    assert (again.resumed_from_step, again.steps, again.val_accuracy) == (30, 30, whole.val_accuracy)
+    for got, want in zip(again.model.get_weights(), whole.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_starts_afresh_when_the_settings_differ_or_nothing_was_saved(tmp_path: Path, data) -> None:
+    (xt, yt), (xv, yv) = data
+    settings = dict(epochs=1, budget_seconds=None, batch_size=32, seed=0, checkpoint_every_steps=4)
+    training.train_model(build_tiny(), xt, yt, xv, yv, learning_rate=0.1, run_dir=tmp_path / "a", **settings)
+    other_rate = training.train_model(build_tiny(), xt, yt, xv, yv, learning_rate=0.2, run_dir=tmp_path / "a",
+                                      resume=True, **settings)
+    assert other_rate.resumed_from_step is None and other_rate.steps == 10
+    empty = training.train_model(build_tiny(), xt, yt, xv, yv, learning_rate=0.1, run_dir=tmp_path / "b",
+                                 resume=True, **settings)
+    assert empty.resumed_from_step is None and empty.steps == 10

@@ -12,7 +12,8 @@ process (:mod:`xferbench.evaluate`) needs:
 ``run_dir/val.npz``
     the validation split (``x``, ``y``; no pickle);
 ``run_dir/checkpoints/ckpt-<step>``
-    ``tf.train.Checkpoint`` of ``step``, all model ``weights`` and the ``ema`` shadows.
+    ``tf.train.Checkpoint`` of ``step``, all model ``weights``, the ``ema`` shadows and the
+    ``optimizer`` state, so an interrupted run can go on from its newest checkpoint (``resume``).
 
 TensorFlow and Keras are imported inside functions, so importing this module is cheap.
 """
@@ -58,6 +59,8 @@ class TrainingResult:
     val_accuracy: float | None  # of the EMA weights at the last step
     #: time-to-accuracy: ``{"step", "seconds", "val_accuracy"}`` at every evaluation (EMA weights)
     curve: list[dict[str, Any]] = field(default_factory=list)
+    #: the checkpoint step training went on from (``resume=True``), else None
+    resumed_from_step: int | None = None
     checkpoint: str | None = None  # path prefix of the final checkpoint
     setup_seconds: float = 0.0  # before the loop: run-dir files, tf.function tracing (not in the budget)
 
@@ -183,7 +186,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                 checkpoint_every_steps: int = 1000, eval_every_steps: int | None = None,
                 optimizer: str = "sgd", rebuild: tuple[str, Mapping[str, Any]] | None = None,
                 on_progress: ProgressCallback | None = None,
-                on_epoch: Callable[[int], None] | None = None) -> TrainingResult:
+                on_epoch: Callable[[int], None] | None = None, resume: bool = False) -> TrainingResult:
     """Train ``model`` (Keras 3, softmax outputs) on sparse labels with cross-entropy.
 
     Stops after ``epochs`` passes or ``budget_seconds`` of wall time, whichever comes first
@@ -197,6 +200,11 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     On return ``model`` holds the EMA weights. Only trainable weights are averaged;
     non-trainable state (batch-norm moving statistics) is used as training left it. ``seed`` seeds Keras (dropout, ...) and the
     batch order; TensorFlow may still be non-deterministic in some kernels.
+
+    With ``resume`` and a ``run_dir`` that an interrupted run of the same settings left behind
+    (see :func:`resumable`), training goes on from its newest checkpoint: weights, averages,
+    optimizer state, the step, the batch order and the time already spent (which counts against
+    ``budget_seconds``) all continue where they were.
     """
     import keras
     import tensorflow as tf
@@ -241,28 +249,41 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     manager = None
     status: dict[str, Any] = {}
     path = Path(run_dir) if run_dir is not None else None
+    settings = {"num_classes": num_classes, "ema_decay": ema_decay, "seed": seed, "batch_size": batch_size,
+                "optimizer": optimizer, "learning_rate": learning_rate, "n_train": len(x_train)}
+    previous = resumable(path, settings) if resume and path is not None else None
     if path is not None:
-        recipe = _prepare_run_dir(path, model, x_val, y_val, rebuild)
-        checkpoint = tf.train.Checkpoint(step=step_var, weights=[w.value for w in model.weights], ema=shadows)
+        checkpoint = tf.train.Checkpoint(step=step_var, weights=[w.value for w in model.weights], ema=shadows,
+                                         optimizer=[v.value for v in opt.variables])
         manager = tf.train.CheckpointManager(checkpoint, str(path / CHECKPOINT_DIR), max_to_keep=5,
                                              checkpoint_name="ckpt")
-        status = {"step": 0, "done": False, "epochs": 0.0, "seconds": 0.0, "stopped_by": None,
-                  "val_accuracy": None, "model": recipe, "val_file": VAL_FILE, "checkpoint_dir": CHECKPOINT_DIR,
-                  "num_classes": num_classes, "ema_decay": ema_decay, "seed": seed}
-        _write_status(path, status)
+        if previous is not None and manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            status = previous
+        else:
+            previous = None
+            recipe = _prepare_run_dir(path, model, x_val, y_val, rebuild)
+            status = {"step": 0, "done": False, "epochs": 0.0, "seconds": 0.0, "stopped_by": None,
+                      "val_accuracy": None, "model": recipe, "val_file": VAL_FILE, "checkpoint_dir": CHECKPOINT_DIR,
+                      "curve": [], **settings}
+            _write_status(path, status)
 
     # Trace and compile before the clock starts, so a small budget buys training, not tracing.
     train_step.get_concrete_function()
     predict_proba(model, (x_val if len(x_val) else x_train)[:1])
     setup_seconds = time.perf_counter() - setup_started
-    started = time.perf_counter()
+    # Resumed: the clock and the curve go on from what the interrupted run had spent and seen.
+    started = time.perf_counter() - (previous["seconds"] if previous else 0.0)
     rng = np.random.default_rng(seed)
     n_train = len(x_train)
     steps_per_epoch = -(-n_train // batch_size)
-    curve: list[dict[str, Any]] = []
-    step, last_eval, last_ckpt = 0, -1, -1
-    val_acc: float | None = None
-    stopped_by: StopReason = "epochs"
+    curve: list[dict[str, Any]] = list(previous.get("curve", [])) if previous else []
+    step = int(step_var.numpy())
+    resumed_from_step = step if previous else None
+    last_ckpt = step if previous else -1
+    last_eval = step if curve and curve[-1]["step"] == step else -1
+    val_acc: float | None = previous.get("val_accuracy") if previous else None
+    stopped_by: StopReason = (previous.get("stopped_by") or "epochs") if previous else "epochs"
 
     def evaluate() -> None:
         nonlocal val_acc, last_eval
@@ -283,13 +304,19 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
             last_ckpt = step
         # The checkpoint is on disk before status.json can say done: an evaluator relies on that order.
         status.update(step=step, done=done, epochs=round(step / steps_per_epoch, 4), val_accuracy=val_acc,
-                      seconds=round(time.perf_counter() - started, 4), stopped_by=stopped_by if done else None)
+                      seconds=round(time.perf_counter() - started, 4), stopped_by=stopped_by if done else None,
+                      curve=curve)
         _write_status(path, status)
 
-    epoch = 0
-    while epochs is None or epoch < epochs:
+    # The batch order is the seeded permutation of each epoch: replay the finished epochs' draws,
+    # then skip the batches of the current epoch that the checkpoint already holds.
+    epoch, skip = divmod(step, steps_per_epoch)
+    for _ in range(epoch):
+        rng.permutation(n_train)
+    finished = bool(previous and previous.get("done"))
+    while not finished and (epochs is None or epoch < epochs):
         order = rng.permutation(n_train)
-        for start in range(0, n_train, batch_size):
+        for start in range(skip * batch_size, n_train, batch_size):
             idx = np.sort(order[start:start + batch_size])  # sorted: faster gathers, same batch
             train_step(tf.constant(x_train[idx]), tf.constant(y_train[idx]))
             step += 1
@@ -302,6 +329,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                 break
         else:
             epoch += 1
+            skip = 0
             if on_epoch is not None:
                 on_epoch(epoch)
             continue
@@ -316,7 +344,21 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     return TrainingResult(model=model, steps=step, epochs=round(step / steps_per_epoch, 4),
                           seconds=time.perf_counter() - started, stopped_by=stopped_by, val_accuracy=val_acc,
                           curve=curve, checkpoint=manager.latest_checkpoint if manager is not None else None,
-                          setup_seconds=setup_seconds)
+                          setup_seconds=setup_seconds, resumed_from_step=resumed_from_step)
+
+
+def resumable(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The status of an earlier run in ``run_dir`` that training with ``settings`` may go on from.
+
+    None unless its status.json records the same settings (classes, seed, batch size, optimizer,
+    learning rate, EMA decay, training-set size) and a checkpoint was written.
+    """
+    status = read_status(Path(run_dir))
+    if not status or not status.get("step") or not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
+        return None
+    if any(status.get(key) != value for key, value in settings.items()):
+        return None
+    return status
 
 
 # -- reading a run dir back (used by xferbench.evaluate) ----------------------------------
