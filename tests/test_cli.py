@@ -9,18 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from support.cli import REPO, run_cli
+from support.cli import REPO, assert_one_line_error, run_cli
 from xferbench.results import validate_document
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["list", "heads"], ["plugins"], ["run", "--help"]])

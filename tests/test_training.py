@@ -292,3 +292,16 @@ def test_resume_starts_afresh_when_the_settings_differ_or_nothing_was_saved(tmp_
     empty = training.train_model(build_tiny(), xt, yt, xv, yv, learning_rate=0.1, run_dir=tmp_path / "b",
                                  resume=True, **settings)
     assert empty.resumed_from_step is None and empty.steps == 10
+
+
+def test_the_prologue_runs_on_a_fresh_start_only_and_its_time_counts(tmp_path: Path, data) -> None:
+    import time
+
+    (xt, yt), (xv, yv) = data
+    calls: list[None] = []
+    settings = dict(epochs=1, budget_seconds=None, batch_size=32, learning_rate=0.1, seed=0,
+                    checkpoint_every_steps=4, run_dir=tmp_path, prologue=lambda: calls.append(time.sleep(0.3)))
+    first = training.train_model(build_tiny(), xt, yt, xv, yv, **settings)
+    assert len(calls) == 1 and first.seconds >= 0.3 and first.curve[-1]["seconds"] >= 0.3
+    training.train_model(build_tiny(), xt, yt, xv, yv, resume=True, **settings)
+    assert len(calls) == 1  # the checkpoint holds what the prologue did

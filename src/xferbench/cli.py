@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", type=Path, help="a local weights file for the backbone")
     run.add_argument("--data-dir", type=Path, help="a local copy of the dataset")
     run.add_argument("--output", type=Path, help="results JSON (default ./xferbench-results/<time>.json)")
+    run.add_argument("--resume", type=Path, metavar="RESULTS.json",
+                     help="go on with an interrupted run: the same command again, keeping its finished runs; "
+                          "full training continues from its newest checkpoint")
     run.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
     run.add_argument("--full-epochs", type=int, help="epochs of full retraining / fine-tuning (default 30)")
     run.add_argument("--full-budget", help="wall-time limit of full retraining, e.g. 90s or 10m")
@@ -260,11 +263,43 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options of `run` that only change how the output looks or where it comes from: --resume may take them.
+_NOT_RUN_SETTINGS = {"command", "quiet", "format", "resume", "no_plugin", "cache_dir"}
+
+
+def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
+    """The interrupted run's own command line, parsed again, writing to the same results file."""
+    from xferbench.results import load_document
+
+    path = args.resume
+    document = load_document(path)
+    command = document.get("command") or []
+    if command[:2] != ["xferbench", "run"]:
+        raise UserError(f"--resume {path}: the file does not record an `xferbench run` command line to repeat")
+    defaults = vars(build_parser().parse_args(["run"]))
+    given = [name for name, value in vars(args).items()
+             if name not in _NOT_RUN_SETTINGS and value != defaults.get(name, value)]
+    if given:
+        raise UserError(f"--resume repeats the interrupted command ({' '.join(command)}); leave out "
+                        f"--{given[0].replace('_', '-')}")
+    argv = list(command[1:])
+    resumed = build_parser().parse_args(argv)
+    resumed.quiet, resumed.format, resumed.resume, resumed.output = args.quiet, args.format, path, path
+    resumed.no_plugin = args.no_plugin or resumed.no_plugin
+    # The same cache: its bottlenecks and pretrained weights are what make resuming cheap.
+    recorded = (document.get("options") or {}).get("cache_dir")
+    resumed.cache_dir = args.cache_dir or resumed.cache_dir or (Path(recorded) if recorded else None)
+    return resumed, argv, document
+
+
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from xferbench.options import parse_assignments
     from xferbench.results import check_writable, default_output_path
     from xferbench.runner import Runner, RunRequest, parse_duration, parse_shots
 
+    interrupted = None
+    if args.resume is not None:
+        args, argv, interrupted = _resume_arguments(args)
     catalog = _catalog(args)
     reporter_spec, _ = catalog.reporters.resolve(args.format)
     request = RunRequest(
@@ -286,12 +321,13 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         raise UserError(f"--output {output}: the results file must end in .json")
     check_writable(output)
     context = _context(args, catalog, seed=args.seed, weights=args.weights, data_dir=args.data_dir)
-    runner = Runner(request, context, output)
+    runner = Runner(request, context, output, resume=interrupted)
     import_tensorflow_quietly()
     try:
         document = runner.run()
     except KeyboardInterrupt:
-        print(f"xferbench: interrupted; finished runs are in {output}", file=sys.stderr)
+        print(f"xferbench: interrupted; finished runs are in {output}; go on with: xferbench run --resume {output}",
+              file=sys.stderr)
         return 130
     failures = [run for run in document["runs"] if run.get("status") != "ok"]
     if document["runs"] and len(failures) == len(document["runs"]):

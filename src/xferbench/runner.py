@@ -72,12 +72,21 @@ def parse_shots(text: str) -> list[int | None]:
 
 
 class Runner:
-    """Runs a :class:`RunRequest` and keeps the results document up to date."""
+    """Runs a :class:`RunRequest` and keeps the results document up to date.
 
-    def __init__(self, request: RunRequest, context: RunContext, output: Path) -> None:
+    With ``resume`` (the document an interrupted run of the same request left at ``output``),
+    its finished runs are kept as they are and the others run again; full retraining and
+    fine-tuning go on from their newest checkpoints.
+    """
+
+    def __init__(self, request: RunRequest, context: RunContext, output: Path,
+                 resume: dict[str, Any] | None = None) -> None:
         self.request = request
         self.context = context
         self.output = output
+        self.resuming = resume is not None
+        self._finished = {_run_key(run): run for run in (resume or {}).get("runs", []) if run.get("status") == "ok"}
+        self._resumed_from = resume.get("created") if resume else None
         self.document: dict[str, Any] = {}
         self._logged_errors: set[str] = set()
         self._validate()
@@ -121,6 +130,7 @@ class Runner:
             "versions": machine.versions(),
             "datasets": [],
             "runs": [],
+            **({"resumed": {"created": self._resumed_from, "kept_runs": 0}} if self.resuming else {}),
         }
 
     # -- the sweep -----------------------------------------------------------------------
@@ -165,7 +175,22 @@ class Runner:
                     rows.append(_row(backbone, dataset, head, method, shots))
         return rows
 
+    def _kept(self, row: dict[str, Any]) -> bool:
+        """Append the interrupted run's finished result for ``row``, if it has one."""
+        finished = self._finished.get(_run_key(row))
+        if finished is None:
+            return False
+        self.document["runs"].append(finished)
+        self.document["resumed"]["kept_runs"] += 1
+        return True
+
     def _run_cell(self, backbone_token: str, dataset_token: str, dataset: ImageDataset | UserError) -> None:
+        planned = self._planned_rows(backbone_token, dataset_token)
+        if all(_run_key(row) in self._finished for row in planned):
+            for row in planned:
+                self._kept(row)
+            self.context.progress.log(f"{backbone_token} on {dataset_token}: kept {len(planned)} finished runs")
+            return
         try:
             if isinstance(dataset, UserError):
                 raise dataset
@@ -174,12 +199,13 @@ class Runner:
             self._warn_about_precision(backbone_token, backbone)
         except Exception as exc:  # one broken cell (even a plugin bug) must not sink the sweep
             exc = _as_cell_error(exc)
-            for row in self._planned_rows(backbone_token, dataset_token):
-                self.document["runs"].append(_failed(row, exc))
+            for row in planned:
+                if not self._kept(row):
+                    self.document["runs"].append(_failed(row, exc))
             self._log_error(f"{backbone_token} on {dataset_token}: {exc}")
             return
         extraction = None
-        if "transfer" in self.request.methods:
+        if any(row["method"] == "transfer" and _run_key(row) not in self._finished for row in planned):
             try:
                 extraction = extract_features(backbone, dataset, self.context.subdir("bottlenecks"),
                                               self.context.progress, batch_size=backbone.extract_batch_size)
@@ -192,10 +218,14 @@ class Runner:
                 if method == "transfer":
                     for head_token in self.request.heads:
                         row = _row(backbone_token, dataset_token, head_token, method, shots)
+                        if self._kept(row):
+                            continue
                         self._append(row, lambda r=row, h=head_token, s=subset: self._transfer(
                             r, backbone, dataset, s, extraction, h))
                     continue
                 row = _row(backbone_token, dataset_token, "-", method, shots)
+                if self._kept(row):
+                    continue
                 if not backbone.supports(method):
                     self.document["runs"].append(_failed(row, UserError(
                         f"backbone {backbone_token!r} does not support {method!r}")))
@@ -344,29 +374,26 @@ class Runner:
         if epochs is None and req.full_budget_seconds is None:
             epochs = 30
         run_dir = self._run_dir(row)
-        curve: list[dict[str, float]] = []
         label = "fine-tuning" if pretrained else "full training"
         with self.context.progress.task(f"{label} {row['backbone']} ({_shots_label(row['shots'])} shots)",
                                         total=epochs, unit="epoch") as task:
             def on_progress(step: int, val_acc: float | None, elapsed: float) -> None:
-                curve.append({"step": step, "seconds": elapsed, "val_accuracy": val_acc})
                 task.set_status("" if val_acc is None else f"step {step}, val acc {val_acc:.3f}")
 
             steps_per_epoch = max(1, -(-len(y_train) // req.full_batch_size))
             common = dict(batch_size=req.full_batch_size, optimizer="adam", seed=self.context.seed,
-                          eval_every_steps=steps_per_epoch, on_epoch=lambda epoch: task.advance(1))
-            probe_seconds = 0.0
-            if pretrained:
-                # LP-FT (Kumar et al., 2022): train the new softmax layer on the frozen network
-                # first, so unfreezing does not push random-head gradients into good features.
-                probe_seconds = self._linear_probe(model, x_train, y_train, x_val, y_val, epochs, common)
-            budget = req.full_budget_seconds
+                          eval_every_steps=steps_per_epoch,
+                          on_epoch=lambda epoch: task.advance(epoch - task.completed))  # resumed: not from 0
+            # LP-FT (Kumar et al., 2022): train the new softmax layer on the frozen network first,
+            # so unfreezing does not push random-head gradients into good features. A resumed
+            # fine-tuning run has it in its checkpoint already.
+            probe = (lambda: self._linear_probe(model, x_train, y_train, x_val, y_val, epochs, common)) \
+                if pretrained else None
             outcome = training.train_model(
-                model, x_train, y_train, x_val, y_val, epochs=epochs,
-                budget_seconds=None if budget is None else max(budget - probe_seconds, 1.0),
+                model, x_train, y_train, x_val, y_val, epochs=epochs, budget_seconds=req.full_budget_seconds,
                 learning_rate=req.finetune_learning_rate if pretrained else req.full_learning_rate,
-                run_dir=run_dir, checkpoint_every_steps=steps_per_epoch * 5, on_progress=on_progress, **common)
-            outcome.seconds += probe_seconds
+                run_dir=run_dir, checkpoint_every_steps=steps_per_epoch * 5, on_progress=on_progress,
+                prologue=probe, resume=self.resuming, **common)
             task.completed = outcome.epochs  # fractional when the budget stopped it mid-epoch
             if outcome.stopped_by == "budget":
                 task.set_status(f"stopped by --full-budget at step {outcome.steps}")
@@ -375,8 +402,9 @@ class Runner:
         row.update(
             status="ok", n_train=len(y_train), n_val=len(y_val), n_test=len(y_test),
             skipped_files=dataset.skipped_counts(), train_seconds=outcome.seconds, cache_hits=0,
-            extract_images_per_second=None, extract_seconds=None, curve=curve or outcome.curve,
+            extract_images_per_second=None, extract_seconds=None, curve=outcome.curve,
             training={"steps": outcome.steps, "epochs": outcome.epochs, "stopped_by": outcome.stopped_by,
+                      "resumed_from_step": outcome.resumed_from_step,
                       "setup_seconds": outcome.setup_seconds, "final_val_accuracy": outcome.val_accuracy,
                       "optimizer": "adam", "ema_decay": 0.99, "run_dir": str(run_dir)},
             backbone_info=backbone.info(), **_metric_fields(summary, req),
@@ -475,6 +503,10 @@ def _as_cell_error(exc: Exception) -> UserError:
     if isinstance(exc, UserError):
         return exc
     return UserError(f"{type(exc).__name__}: {exc} (an internal error; please report it)")
+
+
+def _run_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return row.get("backbone"), row.get("dataset"), row.get("head"), row.get("method"), row.get("shots")
 
 
 def _failed(row: dict[str, Any], exc: Exception) -> dict[str, Any]:

@@ -186,7 +186,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                 checkpoint_every_steps: int = 1000, eval_every_steps: int | None = None,
                 optimizer: str = "sgd", rebuild: tuple[str, Mapping[str, Any]] | None = None,
                 on_progress: ProgressCallback | None = None,
-                on_epoch: Callable[[int], None] | None = None, resume: bool = False) -> TrainingResult:
+                on_epoch: Callable[[int], None] | None = None, resume: bool = False,
+                prologue: Callable[[], Any] | None = None) -> TrainingResult:
     """Train ``model`` (Keras 3, softmax outputs) on sparse labels with cross-entropy.
 
     Stops after ``epochs`` passes or ``budget_seconds`` of wall time, whichever comes first
@@ -204,7 +205,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     With ``resume`` and a ``run_dir`` that an interrupted run of the same settings left behind
     (see :func:`resumable`), training goes on from its newest checkpoint: weights, averages,
     optimizer state, the step, the batch order and the time already spent (which counts against
-    ``budget_seconds``) all continue where they were.
+    ``budget_seconds``) all continue where they were. ``prologue()`` runs first on a fresh start
+    only (fine-tuning's linear probe); its time counts as training time.
     """
     import keras
     import tensorflow as tf
@@ -213,6 +215,15 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                                 checkpoint_every_steps)
     if not 0.0 <= ema_decay < 1.0:
         raise UserError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+    path = Path(run_dir) if run_dir is not None else None
+    settings = {"num_classes": num_classes, "ema_decay": ema_decay, "seed": seed, "batch_size": batch_size,
+                "optimizer": optimizer, "learning_rate": learning_rate, "n_train": len(x_train)}
+    previous = resumable(path, settings) if resume and path is not None else None
+    prologue_seconds = 0.0
+    if previous is None and prologue is not None:
+        prologue_started = time.perf_counter()
+        prologue()
+        prologue_seconds = time.perf_counter() - prologue_started
     setup_started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     eval_every = eval_every_steps or checkpoint_every_steps
@@ -248,20 +259,15 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
 
     manager = None
     status: dict[str, Any] = {}
-    path = Path(run_dir) if run_dir is not None else None
-    settings = {"num_classes": num_classes, "ema_decay": ema_decay, "seed": seed, "batch_size": batch_size,
-                "optimizer": optimizer, "learning_rate": learning_rate, "n_train": len(x_train)}
-    previous = resumable(path, settings) if resume and path is not None else None
     if path is not None:
         checkpoint = tf.train.Checkpoint(step=step_var, weights=[w.value for w in model.weights], ema=shadows,
                                          optimizer=[v.value for v in opt.variables])
         manager = tf.train.CheckpointManager(checkpoint, str(path / CHECKPOINT_DIR), max_to_keep=5,
                                              checkpoint_name="ckpt")
-        if previous is not None and manager.latest_checkpoint:
+        if previous is not None:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             status = previous
         else:
-            previous = None
             recipe = _prepare_run_dir(path, model, x_val, y_val, rebuild)
             status = {"step": 0, "done": False, "epochs": 0.0, "seconds": 0.0, "stopped_by": None,
                       "val_accuracy": None, "model": recipe, "val_file": VAL_FILE, "checkpoint_dir": CHECKPOINT_DIR,
@@ -273,7 +279,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     predict_proba(model, (x_val if len(x_val) else x_train)[:1])
     setup_seconds = time.perf_counter() - setup_started
     # Resumed: the clock and the curve go on from what the interrupted run had spent and seen.
-    started = time.perf_counter() - (previous["seconds"] if previous else 0.0)
+    started = time.perf_counter() - (previous["seconds"] if previous else prologue_seconds)
     rng = np.random.default_rng(seed)
     n_train = len(x_train)
     steps_per_epoch = -(-n_train // batch_size)
@@ -353,8 +359,10 @@ def resumable(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any] | No
     None unless its status.json records the same settings (classes, seed, batch size, optimizer,
     learning rate, EMA decay, training-set size) and a checkpoint was written.
     """
+    import tensorflow as tf
+
     status = read_status(Path(run_dir))
-    if not status or not status.get("step") or not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
+    if not status or not status.get("step") or not tf.train.latest_checkpoint(str(Path(run_dir) / CHECKPOINT_DIR)):
         return None
     if any(status.get(key) != value for key, value in settings.items()):
         return None
