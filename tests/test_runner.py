@@ -201,3 +201,35 @@ def test_errors_are_said_as_they_happen_only_in_sweeps_and_only_once(tmp_path):
     sweep = run_and_log(["crashing", "pixel_means"])
     said = [line for line in sweep.splitlines() if line.startswith("error:")]
     assert len(said) == 1 and said[0].startswith("error: transfer crashing on digits:0-1: RuntimeError: kernel exploded")
+
+
+def test_large_model_inputs_go_to_a_temporary_file_with_the_same_results(tmp_path, monkeypatch):
+    import types
+
+    from xferbench import runner as runner_module
+
+    catalog = load_catalog(extra_plugins=[("budget", types.SimpleNamespace(
+        xferbench_register_backbones=register_trainable))])
+    request = RunRequest(backbones=["trainable_pixels"], datasets=["digits:0-3"], heads=["softmax"],
+                         methods=["full"], full_epochs=3)
+    seen: list[type] = []
+    real_train = runner_module.Runner._train_network
+
+    def spy(self, row, backbone, dataset, subset, inputs, method):
+        seen.append(type(inputs))
+        return real_train(self, row, backbone, dataset, subset, inputs, method)
+
+    monkeypatch.setattr(runner_module.Runner, "_train_network", spy)
+    results = []
+    for limit in (1 << 30, 0):  # in memory, then on disk
+        monkeypatch.setattr(runner_module, "IN_MEMORY_INPUTS_BYTES", limit)
+        context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(quiet=True))
+        (run,) = Runner(request, context, tmp_path / f"r{limit}.json").run()["runs"]
+        assert run["status"] == "ok", run["error"]
+        results.append(run)
+    assert seen == [np.ndarray, np.memmap]
+    in_memory, on_disk = results
+    assert on_disk["training"]["steps"] == in_memory["training"]["steps"] > 0
+    assert on_disk["test_accuracy"] == in_memory["test_accuracy"] > 0.5
+    assert on_disk["confusion_matrix"] == in_memory["confusion_matrix"]
+    assert not list((tmp_path / "cache" / "tmp").iterdir())  # the temporary file is gone with the cell

@@ -7,8 +7,10 @@ rewritten after each cell, so an interrupted sweep keeps what it finished.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,9 @@ from xferbench.extraction import Extraction, extract_features
 from xferbench.results import SCHEMA_VERSION, write_document
 
 METHODS = ("transfer", "full", "finetune")
+#: inputs for full retraining larger than this go to a temporary file on disk instead of memory
+IN_MEMORY_INPUTS_BYTES = 1 << 30
+_INPUT_CHUNK = 256
 
 
 @dataclass
@@ -212,32 +217,60 @@ class Runner:
             except Exception as exc:
                 extraction = _as_cell_error(exc)
         model_inputs: np.ndarray | None = None
-        for shots in self.request.shots:
-            subset = select_shots(dataset, shots, self.context.seed)
-            for method in self.request.methods:
-                if method == "transfer":
-                    for head_token in self.request.heads:
-                        row = _row(backbone_token, dataset_token, head_token, method, shots)
-                        if self._kept(row):
-                            continue
-                        self._append(row, lambda r=row, h=head_token, s=subset: self._transfer(
-                            r, backbone, dataset, s, extraction, h))
-                    continue
-                row = _row(backbone_token, dataset_token, "-", method, shots)
-                if self._kept(row):
-                    continue
-                if not backbone.supports(method):
-                    self.document["runs"].append(_failed(row, UserError(
-                        f"backbone {backbone_token!r} does not support {method!r}")))
-                    continue
-                if model_inputs is None:
-                    try:
-                        model_inputs = backbone.model_inputs([dataset.read(ex) for ex in dataset.examples])
-                    except Exception as exc:
-                        self.document["runs"].append(_failed(row, _as_cell_error(exc)))
+        # Inputs over IN_MEMORY_INPUTS_BYTES live in a temporary file until the cell is done.
+        with contextlib.ExitStack() as scratch:
+            for shots in self.request.shots:
+                subset = select_shots(dataset, shots, self.context.seed)
+                for method in self.request.methods:
+                    if method == "transfer":
+                        for head_token in self.request.heads:
+                            row = _row(backbone_token, dataset_token, head_token, method, shots)
+                            if self._kept(row):
+                                continue
+                            self._append(row, lambda r=row, h=head_token, s=subset: self._transfer(
+                                r, backbone, dataset, s, extraction, h))
                         continue
-                self._append(row, lambda r=row, m=method, s=subset, x=model_inputs: self._train_network(
-                    r, backbone, dataset, s, x, m))
+                    row = _row(backbone_token, dataset_token, "-", method, shots)
+                    if self._kept(row):
+                        continue
+                    if not backbone.supports(method):
+                        self.document["runs"].append(_failed(row, UserError(
+                            f"backbone {backbone_token!r} does not support {method!r}")))
+                        continue
+                    if model_inputs is None:
+                        try:
+                            model_inputs = self._model_inputs(backbone, dataset, scratch)
+                        except Exception as exc:
+                            self.document["runs"].append(_failed(row, _as_cell_error(exc)))
+                            continue
+                    self._append(row, lambda r=row, m=method, s=subset, x=model_inputs: self._train_network(
+                        r, backbone, dataset, s, x, m))
+
+    def _model_inputs(self, backbone: Backbone, dataset: ImageDataset, scratch: contextlib.ExitStack) -> Any:
+        """Every example as the network's input, computed a chunk at a time (NaN rows: undecodable).
+
+        Above IN_MEMORY_INPUTS_BYTES (all 3670 flowers at 299 px take 3.9 GB) they go to a
+        temporary .npy file mapped into memory, so the page cache, not the process, holds them.
+        """
+        examples = dataset.examples
+
+        def chunk(start: int) -> np.ndarray:
+            part = examples[start:start + _INPUT_CHUNK]
+            return np.asarray(backbone.model_inputs([dataset.read(ex) for ex in part]))
+
+        first = chunk(0)
+        shape = (len(examples), *first.shape[1:])
+        if first.nbytes * (len(examples) / max(len(first), 1)) <= IN_MEMORY_INPUTS_BYTES:
+            inputs = np.empty(shape, dtype=first.dtype)
+        else:
+            folder = scratch.enter_context(tempfile.TemporaryDirectory(
+                prefix="model-inputs-", dir=self.context.subdir("tmp"), ignore_cleanup_errors=True))
+            inputs = np.lib.format.open_memmap(Path(folder) / "inputs.npy", mode="w+", dtype=first.dtype,
+                                               shape=shape)
+        inputs[:len(first)] = first
+        for start in range(_INPUT_CHUNK, len(examples), _INPUT_CHUNK):
+            inputs[start:start + _INPUT_CHUNK] = chunk(start)
+        return inputs
 
     def _append(self, row: dict[str, Any], work: Callable[[], dict[str, Any]]) -> None:
         try:
@@ -360,9 +393,10 @@ class Runner:
         for split in ("train", "val", "test"):
             examples = subset.split(split)
             index = np.array([position[ex.key] for ex in examples], dtype=np.int64)
-            x = inputs[index]
-            ok = ~np.isnan(x.reshape(len(x), -1)).any(axis=1)
-            parts[split] = (x[ok], np.array([ex.label for ex in examples], dtype=np.int64)[ok],
+            ok = _decodable_rows(inputs, index)
+            # The training split is read a batch at a time rather than copied: it is most of the data.
+            x = _Rows(inputs, index[ok]) if split == "train" else np.asarray(inputs[index[ok]])
+            parts[split] = (x, np.array([ex.label for ex in examples], dtype=np.int64)[ok],
                             [ex.key for ex, good in zip(examples, ok, strict=True) if good])
         (x_train, y_train, _), (x_val, y_val, _), (x_test, y_test, test_keys) = (
             parts["train"], parts["val"], parts["test"])
@@ -503,6 +537,30 @@ def _as_cell_error(exc: Exception) -> UserError:
     if isinstance(exc, UserError):
         return exc
     return UserError(f"{type(exc).__name__}: {exc} (an internal error; please report it)")
+
+
+class _Rows:
+    """Rows ``index`` of ``base`` (an array or a memmap) as an array-like that copies only what is asked for."""
+
+    def __init__(self, base: np.ndarray, index: np.ndarray) -> None:
+        self.base, self.index = base, index
+        self.shape = (len(index), *base.shape[1:])
+        self.dtype = base.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.base[self.index[key]])
+
+
+def _decodable_rows(inputs: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Which of ``inputs[index]`` hold no NaN (NaN rows are images the backbone could not decode)."""
+    ok = np.empty(len(index), dtype=bool)
+    for start in range(0, len(index), _INPUT_CHUNK):
+        rows = np.asarray(inputs[index[start:start + _INPUT_CHUNK]])
+        ok[start:start + _INPUT_CHUNK] = ~np.isnan(rows.reshape(len(rows), -1)).any(axis=1)
+    return ok
 
 
 def _run_key(row: dict[str, Any]) -> tuple[Any, ...]:

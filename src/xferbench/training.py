@@ -236,7 +236,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     shadows = [tf.Variable(v.value, trainable=False, name=f"ema_{i}") for i, v in enumerate(trainable)]
     decay_cap = tf.constant(ema_decay, tf.float32)
 
-    x_train = np.asarray(x_train)
+    if not (hasattr(x_train, "shape") and hasattr(x_train, "dtype")):
+        x_train = np.asarray(x_train)  # else an array-like read a batch at a time (a memmap, rows of one)
     y_train = np.asarray(y_train, dtype=np.int64)
     signature = [tf.TensorSpec([None, *x_train.shape[1:]], tf.as_dtype(x_train.dtype)),
                  tf.TensorSpec([None], tf.int64)]
