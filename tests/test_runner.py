@@ -216,7 +216,7 @@ def test_large_model_inputs_go_to_a_temporary_file_with_the_same_results(tmp_pat
     real_train = runner_module.Runner._train_network
 
     def spy(self, row, backbone, dataset, subset, inputs, method):
-        seen.append(type(inputs))
+        seen.append(type(inputs.array))
         return real_train(self, row, backbone, dataset, subset, inputs, method)
 
     monkeypatch.setattr(runner_module.Runner, "_train_network", spy)
@@ -233,3 +233,35 @@ def test_large_model_inputs_go_to_a_temporary_file_with_the_same_results(tmp_pat
     assert on_disk["test_accuracy"] == in_memory["test_accuracy"] > 0.5
     assert on_disk["confusion_matrix"] == in_memory["confusion_matrix"]
     assert not list((tmp_path / "cache" / "tmp").iterdir())  # the temporary file is gone with the cell
+
+
+class CountingPixels(TrainablePixelMeans):
+    """Counts the images it prepares for full training."""
+
+    prepared = 0
+
+    def model_inputs(self, images):
+        CountingPixels.prepared += len(images)
+        return super().model_inputs(images)
+
+
+@hookimpl(specname="xferbench_register_backbones")
+def register_counting(register):
+    register(BackboneSpec("counting_pixels", "counts model inputs", factory=CountingPixels))
+
+
+def test_full_training_with_few_shots_prepares_only_the_images_it_uses(tmp_path):
+    import types
+
+    catalog = load_catalog(extra_plugins=[("count", types.SimpleNamespace(
+        xferbench_register_backbones=register_counting))])
+    context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(quiet=True))
+    request = RunRequest(backbones=["counting_pixels"], datasets=["digits:0-3"], heads=["softmax"],
+                         methods=["full"], shots=[2, 5], full_epochs=2)
+    document = Runner(request, context, tmp_path / "r.json").run()
+    assert [run["status"] for run in document["runs"]] == ["ok", "ok"]
+    two, five = document["runs"]
+    assert (two["n_train"], five["n_train"]) == (8, 20)
+    # val and test, plus the training images of the larger draw (the draws are nested per class)
+    assert CountingPixels.prepared == five["n_train"] + five["n_val"] + five["n_test"]
+    assert CountingPixels.prepared < sum(document["datasets"][0]["split_sizes"].values())

@@ -22,7 +22,7 @@ import numpy as np
 from xferbench import machine
 from xferbench.backbone import Backbone
 from xferbench.context import RunContext
-from xferbench.data import ImageDataset, select_shots
+from xferbench.data import Example, ImageDataset, select_shots
 from xferbench.errors import OptionError, UserError, one_line
 from xferbench.extraction import Extraction, extract_features
 from xferbench.results import SCHEMA_VERSION, write_document
@@ -216,7 +216,7 @@ class Runner:
                                               self.context.progress, batch_size=backbone.extract_batch_size)
             except Exception as exc:
                 extraction = _as_cell_error(exc)
-        model_inputs: np.ndarray | None = None
+        model_inputs: _Inputs | None = None
         # Inputs over IN_MEMORY_INPUTS_BYTES live in a temporary file until the cell is done.
         with contextlib.ExitStack() as scratch:
             for shots in self.request.shots:
@@ -239,20 +239,28 @@ class Runner:
                         continue
                     if model_inputs is None:
                         try:
-                            model_inputs = self._model_inputs(backbone, dataset, scratch)
+                            model_inputs = self._model_inputs(backbone, dataset, self._trained_on(dataset),
+                                                              scratch)
                         except Exception as exc:
                             self.document["runs"].append(_failed(row, _as_cell_error(exc)))
                             continue
                     self._append(row, lambda r=row, m=method, s=subset, x=model_inputs: self._train_network(
                         r, backbone, dataset, s, x, m))
 
-    def _model_inputs(self, backbone: Backbone, dataset: ImageDataset, scratch: contextlib.ExitStack) -> Any:
-        """Every example as the network's input, computed a chunk at a time (NaN rows: undecodable).
+    def _trained_on(self, dataset: ImageDataset) -> list[Example]:
+        """The examples full training or fine-tuning will see over all ``--shots``: with few shots, few."""
+        keys: set[str] = set()
+        for shots in self.request.shots:
+            keys.update(ex.key for ex in select_shots(dataset, shots, self.context.seed).examples)
+        return [ex for ex in dataset.examples if ex.key in keys]
+
+    def _model_inputs(self, backbone: Backbone, dataset: ImageDataset, examples: list[Example],
+                      scratch: contextlib.ExitStack) -> _Inputs:
+        """``examples`` as the network's inputs, computed a chunk at a time (NaN rows: undecodable).
 
         Above IN_MEMORY_INPUTS_BYTES (all 3670 flowers at 299 px take 3.9 GB) they go to a
         temporary .npy file mapped into memory, so the page cache, not the process, holds them.
         """
-        examples = dataset.examples
 
         def chunk(start: int) -> np.ndarray:
             part = examples[start:start + _INPUT_CHUNK]
@@ -270,7 +278,7 @@ class Runner:
         inputs[:len(first)] = first
         for start in range(_INPUT_CHUNK, len(examples), _INPUT_CHUNK):
             inputs[start:start + _INPUT_CHUNK] = chunk(start)
-        return inputs
+        return _Inputs(inputs, {ex.key: i for i, ex in enumerate(examples)})
 
     def _append(self, row: dict[str, Any], work: Callable[[], dict[str, Any]]) -> None:
         try:
@@ -385,10 +393,10 @@ class Runner:
         return self.output.with_suffix("") / _slug(name)
 
     def _train_network(self, row: dict[str, Any], backbone: Backbone, dataset: ImageDataset,
-                       subset: ImageDataset, inputs: np.ndarray, method: str) -> dict[str, Any]:
+                       subset: ImageDataset, model_inputs: _Inputs, method: str) -> dict[str, Any]:
         from xferbench import metrics, training
 
-        position = {ex.key: i for i, ex in enumerate(dataset.examples)}
+        inputs, position = model_inputs.array, model_inputs.position
         parts = {}
         for split in ("train", "val", "test"):
             examples = subset.split(split)
@@ -537,6 +545,14 @@ def _as_cell_error(exc: Exception) -> UserError:
     if isinstance(exc, UserError):
         return exc
     return UserError(f"{type(exc).__name__}: {exc} (an internal error; please report it)")
+
+
+@dataclass
+class _Inputs:
+    """Network inputs of some examples: row ``position[key]`` of ``array``."""
+
+    array: np.ndarray
+    position: dict[str, int]
 
 
 class _Rows:
