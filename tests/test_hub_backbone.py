@@ -12,6 +12,7 @@ tf = pytest.importorskip("tensorflow")
 Image = pytest.importorskip("PIL.Image")
 
 import xferbench_keras  # noqa: E402
+from support.saved_model import assert_tf_features_round_trip  # noqa: E402
 from xferbench.context import RunContext  # noqa: E402
 from xferbench.errors import OptionError, UserError  # noqa: E402
 from xferbench.plugin_manager import load_catalog  # noqa: E402
@@ -212,16 +213,7 @@ def test_tf_features_match_extract_and_survive_saving(catalog, modules, tmp_path
     files = [_png(p) for p in _images(3, seed=4)]
     expected = backbone.extract(files)
 
-    features = backbone.tf_features()
-    graph = tf.function(features, input_signature=[tf.TensorSpec([None], tf.string)])
-    np.testing.assert_allclose(graph(tf.constant(files)).numpy(), expected, rtol=1e-5, atol=1e-5)
-
-    holder = tf.Module()
-    holder.features = features
-    holder.serve = graph
-    tf.saved_model.save(holder, str(tmp_path / "exported"))
-    restored = tf.saved_model.load(str(tmp_path / "exported"))
-    np.testing.assert_allclose(restored.serve(tf.constant(files)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert_tf_features_round_trip(backbone, files, expected, tmp_path, rtol=1e-5)
 
 
 def _tar_gz(folder: Path, archive: Path, nested: bool) -> Path:

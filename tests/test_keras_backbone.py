@@ -19,6 +19,7 @@ keras = pytest.importorskip("keras")
 Image = pytest.importorskip("PIL.Image")
 
 import xferbench_keras  # noqa: E402
+from support.saved_model import assert_tf_features_round_trip  # noqa: E402
 from xferbench.context import RunContext  # noqa: E402
 from xferbench.errors import OptionError, UserError  # noqa: E402
 from xferbench.plugin_manager import load_catalog  # noqa: E402
@@ -410,13 +411,4 @@ def test_tf_features_match_extract_and_survive_saving(catalog, tmp_path) -> None
     files = [encode(pixels[0], "PNG"), encode(pixels[1], "JPEG"), encode(pixels[2][:, :, 0], "GIF")]
     expected = backbone.extract(files)
 
-    features = backbone.tf_features()
-    graph = tf.function(features, input_signature=[tf.TensorSpec([None], tf.string)])
-    np.testing.assert_allclose(graph(tf.constant(files)).numpy(), expected, rtol=1e-4, atol=1e-5)
-
-    holder = tf.Module()
-    holder.features = features
-    holder.serve = graph
-    tf.saved_model.save(holder, str(tmp_path / "exported"))
-    restored = tf.saved_model.load(str(tmp_path / "exported"))
-    np.testing.assert_allclose(restored.serve(tf.constant(files)).numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert_tf_features_round_trip(backbone, files, expected, tmp_path, rtol=1e-4)

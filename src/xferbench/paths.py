@@ -8,10 +8,14 @@ from pathlib import Path
 CACHE_ENV = "XFERBENCH_CACHE_DIR"
 
 
+def user_cache_root() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+
+
 def default_cache_dir() -> Path:
     """``$XFERBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/xferbench``, else ``~/.cache/xferbench``."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "xferbench"
+    return user_cache_root() / "xferbench"

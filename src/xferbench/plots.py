@@ -124,16 +124,22 @@ def plot_accuracy_vs_shots(document: dict[str, Any]) -> Any:
             ax.errorbar(xs, ys, yerr=[low, high], label=name, color=color, marker=marker, capsize=3, linewidth=1.5)
             for x, run in points:
                 ticks[x] = f"all\n({x:.0f})" if run["shots"] == "all" else f"{x:g}"
-        ax.set_xscale("log")
+        _style_log_axes(ax, f"{backbone} on {dataset}", "training images per class (log scale)",
+                        "test accuracy (%), 95% CI")
         ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
         ax.minorticks_off()
-        ax.set_xlabel("training images per class (log scale)")
-        ax.set_ylabel("test accuracy (%), 95% CI")
-        ax.set_title(f"{backbone} on {dataset}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
     figure.suptitle("Test accuracy against training images per class")
     return figure
+
+
+def _style_log_axes(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    """The look both accuracy charts share: log x axis, labels, light grid, legend."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
 
 
 def _largest_shots(runs: list[dict[str, Any]]) -> str:
@@ -167,12 +173,9 @@ def plot_accuracy_vs_time(document: dict[str, Any]) -> Any:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, label=_series_name(run), color=color, marker=marker if len(points) < 15 else None,
                     markersize=4, linewidth=1.5)
-        ax.set_xscale("log")
-        ax.set_xlabel("training wall time (s, log scale; transfer: the head only, extraction excluded)")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(f"{backbone} on {dataset}, shots={shots}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
+        _style_log_axes(ax, f"{backbone} on {dataset}, shots={shots}",
+                        "training wall time (s, log scale; transfer: the head only, extraction excluded)",
+                        "validation accuracy (%)")
     figure.suptitle("Validation accuracy against training time")
     return figure
 

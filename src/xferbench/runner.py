@@ -369,7 +369,7 @@ class Runner:
         return row
 
     def _linear_probe(self, model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                      y_val: np.ndarray, epochs: int | None, common: dict[str, Any]) -> float:
+                      y_val: np.ndarray, epochs: int | None, common: dict[str, Any]) -> None:
         """Stage one of fine-tuning: only the new layer learns, at the full-training rate."""
         from xferbench import training
 
@@ -378,14 +378,13 @@ class Runner:
         # At least ~300 steps: with few shots an epoch is a single step, far too few for a new layer.
         probe_epochs = max((epochs or 10) // 2, -(-300 // steps_per_epoch))
         try:
-            probe = training.train_model(model, x_train, y_train, x_val, y_val, epochs=probe_epochs,
-                                         budget_seconds=None if self.request.full_budget_seconds is None
-                                         else self.request.full_budget_seconds / 2,
-                                         learning_rate=self.request.full_learning_rate, run_dir=None,
-                                         **{**common, "on_epoch": None, "eval_every_steps": 100})
+            training.train_model(model, x_train, y_train, x_val, y_val, epochs=probe_epochs,
+                                 budget_seconds=None if self.request.full_budget_seconds is None
+                                 else self.request.full_budget_seconds / 2,
+                                 learning_rate=self.request.full_learning_rate, run_dir=None,
+                                 **{**common, "on_epoch": None, "eval_every_steps": 100})
         finally:
             _set_backbone_trainable(model, True)
-        return probe.seconds
 
     def _run_dir(self, row: dict[str, Any]) -> Path:
         head = "" if row["method"] != "transfer" else f"-{row['head']}"

@@ -386,11 +386,11 @@ def write_standin(path: str | os.PathLike[str], size: Size = "tiny", seed: int =
 
 def standin_cache_dir() -> Path:
     """``$XFERBENCH_STANDIN_CACHE``, else ``<user cache>/xferbench-standins`` (never inside the repo)."""
+    from xferbench.paths import user_cache_root
+
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "xferbench-standins"
+    return user_cache_root() / "xferbench-standins"
 
 
 def cached_standin(size: Size = "full", seed: int = 0, archive: ArchiveKind = "zip") -> Path:
