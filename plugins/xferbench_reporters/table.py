@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
+from xferbench.reporter import Reporter
 from xferbench_reporters.summary import COLUMNS, short_name, summary_rows
 
 
-class TableReporter:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-
+class TableReporter(Reporter):
     def report(self, document: dict[str, Any], stream: TextIO) -> None:
+        with self.output(stream) as out:
+            self._print(document, out)
+
+    def _print(self, document: dict[str, Any], stream: TextIO) -> None:
         from rich.columns import Columns
         from rich.console import Console
         from rich.panel import Panel
@@ -19,14 +21,15 @@ class TableReporter:
 
         probe = Console(file=stream)
         # Piped output has no width; a wide table beats one folded into unreadable slivers.
-        console = Console(file=stream, width=probe.width if probe.is_terminal else 160)
+        width = self.options.get("width") or (probe.width if probe.is_terminal else 160)
+        console = Console(file=stream, width=width)
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
             justify = "right" if column in ("shots", "img/s", "net img/s", "extract s", "train s",
                                             "speed-up vs full") else "left"
             table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "status")
         for row in summary_rows(document):
-            style = "red" if row["status"] != "ok" else None
+            style = None if row["status"] == "ok" or row["status"].startswith("skipped") else "red"
             table.add_row(*[row[c] for c in COLUMNS], style=style)
         console.print(table)
 

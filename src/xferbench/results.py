@@ -11,15 +11,8 @@ from typing import Any
 from xferbench.atomic import atomic_write_text
 from xferbench.errors import UserError
 
-SCHEMA_VERSION = 1
-
-#: fields every entry of ``runs`` has (see docs/results.md)
-RUN_FIELDS = (
-    "backbone", "dataset", "head", "method", "shots", "status", "error",
-    "n_train", "n_val", "n_test", "skipped_files",
-    "test_accuracy", "test_accuracy_ci", "extract_images_per_second", "extract_seconds",
-    "train_seconds", "cache_hits",
-)
+SCHEMA_VERSION = 2
+SCHEMA_FILE = f"schema/results-v{SCHEMA_VERSION}.schema.json"
 
 
 def default_output_path(now: dt.datetime | None = None) -> Path:
@@ -71,12 +64,32 @@ def write_document(path: Path, document: dict[str, Any]) -> None:
     atomic_write_text(path, to_json(document))
 
 
+def build_schema() -> dict[str, Any]:
+    """The JSON Schema of the results document, its runs generated from :class:`RunRecord`.
+
+    The committed copy (``SCHEMA_FILE``) is for readers outside Python; a test keeps it equal.
+    """
+    from importlib import resources
+
+    from xferbench.record import run_schema
+
+    document = json.loads(resources.files("xferbench").joinpath("schema/results-v1.schema.json").read_text())
+    document["$id"] = f"https://xferbench.invalid/schema/results-v{SCHEMA_VERSION}.json"
+    document["title"] = f"xferbench results document, schema_version {SCHEMA_VERSION}"
+    document["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    options = document["properties"]["options"]
+    options["properties"]["compare"] = {"type": "array", "items": {"type": "string"},
+                                        "description": "the methods that ran (--compare)"}
+    options["properties"]["method_options"] = {"type": "object"}
+    document["$defs"]["run"] = run_schema()
+    return document
+
+
 def schema() -> dict[str, Any]:
     """The JSON Schema of the results document (docs/results.md explains the fields)."""
     from importlib import resources
 
-    text = resources.files("xferbench").joinpath(f"schema/results-v{SCHEMA_VERSION}.schema.json").read_text()
-    return json.loads(text)
+    return json.loads(resources.files("xferbench").joinpath(SCHEMA_FILE).read_text())
 
 
 def validate_document(document: dict[str, Any]) -> None:
@@ -84,6 +97,32 @@ def validate_document(document: dict[str, Any]) -> None:
     import jsonschema
 
     jsonschema.validate(_clean(document), schema())
+
+
+def migrate(document: dict[str, Any]) -> dict[str, Any]:
+    """A results document of an older schema_version, as the current version has it.
+
+    Version 1 -> 2: every run gets every field of :class:`RunRecord` (defaults where it had none);
+    a v1 ``head`` of ``"-"`` and the method names are kept as they were.
+    """
+    from xferbench.record import RunRecord
+
+    version = document.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return document
+    if version != 1:
+        raise UserError(f"results schema_version {version!r} is unknown; this xferbench reads 1 to {SCHEMA_VERSION}")
+    runs = document.get("runs")
+    if not isinstance(runs, list) or not all(isinstance(run, dict) for run in runs):
+        raise UserError("the results file's 'runs' is not a list of runs")
+    migrated = dict(document)
+    migrated["schema_version"] = SCHEMA_VERSION
+    migrated["migrated_from"] = version
+    options = dict(migrated.get("options") or {})
+    options.setdefault("method_options", {})
+    migrated["options"] = options
+    migrated["runs"] = [{**RunRecord.from_dict(run).to_dict(), **run} for run in runs]
+    return migrated
 
 
 def load_document(path: Path) -> dict[str, Any]:
@@ -95,7 +134,13 @@ def load_document(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a results JSON file: {exc}") from None
     if not isinstance(document, dict) or "schema_version" not in document:
         raise UserError(f"{path} is not an xferbench results file (no schema_version)")
-    if document["schema_version"] > SCHEMA_VERSION:
-        raise UserError(f"{path} has schema_version {document['schema_version']}; this xferbench reads up to "
+    version = document["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path} has an invalid schema_version {version!r}; it is not an xferbench results file")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{path} has schema_version {version}; this xferbench reads up to "
                         f"{SCHEMA_VERSION}: upgrade xferbench")
-    return document
+    try:
+        return migrate(document)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
