@@ -9,6 +9,7 @@ from typing import Any
 
 from xferbench.method import Method, MethodContext
 from xferbench.record import RunRecord
+from xferbench.runner import HEAD_FILE, LABELS_FILE, RUN_FILE
 
 
 class Transfer(Method):
@@ -36,22 +37,10 @@ class Transfer(Method):
             train_seconds = time.perf_counter() - started
         context.score(test, head.predict(test.x))
         save_transfer_run(context, head)
-        extraction = context.extraction
-        failed = len(extraction.failed)
-        return record.update(
-            status="ok", n_train=len(train), n_val=len(val), n_test=len(test),
-            skipped_files={**context.dataset.skipped_counts(), **({"decode_error": failed} if failed else {})},
-            extract_images_per_second=extraction.images_per_second,
-            extract_forward_images_per_second=extraction.forward_images_per_second,
-            extract_seconds=extraction.seconds, cache_hits=extraction.cache_hits, extracted=extraction.computed,
-            cache_write_errors=getattr(extraction, "cache_write_errors", 0),
-            train_seconds=train_seconds, precision=context.backbone.precision(), curve=curve,
-            backbone_info=context.backbone.info(), head_info=head.info(), run_dir=str(context.run_dir))
-
-
-RUN_FILE = "run.json"
-HEAD_FILE = "head.keras"
-LABELS_FILE = "labels.txt"
+        context.record_features()
+        return record.update(status="ok", n_train=len(train), n_val=len(val), n_test=len(test),
+                             train_seconds=train_seconds, curve=curve, head_info=head.info(),
+                             run_dir=str(context.run_dir))
 
 
 def save_transfer_run(context: MethodContext, head: Any) -> None:

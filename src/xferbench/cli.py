@@ -472,8 +472,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from xferbench.results import load_document
 
+    reporters = _reporters(_catalog(args), args)
     document = load_document(args.result)
-    for reporter in _reporters(_catalog(args), args):
+    for reporter in reporters:
         reporter.report(document, sys.stdout)
     if args.plot is not None:
         from xferbench.plots import write_plots

@@ -121,6 +121,19 @@ class MethodContext:
         return self.head_spec.load_factory()(self.head_options)
 
     # -- results -----------------------------------------------------------------------------
+    def record_features(self) -> None:
+        """Fill in the record's extraction fields (throughput, cache hits, undecodable images, precision)
+        for a method that trained on :meth:`features`."""
+        extraction = self.extraction
+        failed = len(extraction.failed)
+        self.record.update(
+            skipped_files={**self.dataset.skipped_counts(), **({"decode_error": failed} if failed else {})},
+            extract_images_per_second=extraction.images_per_second,
+            extract_forward_images_per_second=extraction.forward_images_per_second,
+            extract_seconds=extraction.seconds, cache_hits=extraction.cache_hits, extracted=extraction.computed,
+            cache_write_errors=getattr(extraction, "cache_write_errors", 0), precision=self.backbone.precision(),
+            backbone_info=self.backbone.info())
+
     def require_splits(self, train: SplitData, test: SplitData) -> None:
         if len(train) == 0 or len(test) == 0:
             raise UserError(f"dataset {self.record.dataset!r} has {len(train)} training and {len(test)} test images; "

@@ -96,14 +96,14 @@ class Catalog:
                               f"{one_line(exc)}; {self._report_to(culprit)}") from exc
 
     def blame(self, exc: BaseException, specs: Iterable[ComponentSpec]) -> str:
-        """``exc`` (not a UserError) as one line that names the component and plugin that raised it."""
-        by_package = {}
-        for spec in specs:
-            info = self.plugin(spec.plugin)
-            for package in {_package_of(spec.factory), info.package if info else None} - {None}:
-                by_package.setdefault(package, spec)
-        frames = _traceback_modules(exc)
-        spec = next((by_package[mod] for mod in reversed(frames) if mod in by_package), None)
+        """``exc`` (not a UserError) as one line that names the component and plugin that raised it.
+
+        The innermost frame of the traceback that runs a method of a component's class tells which
+        component raised it; failing that, the innermost frame in a component's package.
+        """
+        specs = list(specs)
+        frames = _traceback_frames(exc)
+        spec = _by_instance(frames, specs) or _by_package(frames, specs, self)
         what = f"{type(exc).__name__}: {one_line(exc)}"
         if spec is None:
             return f"{what} (an internal error of xferbench; please report it)"
@@ -138,13 +138,44 @@ def _culprit(exc: BaseException, impls: list[Any]) -> str | None:
     return _called_impl(tb.tb_frame, impls) if tb is not None else None
 
 
-def _traceback_modules(exc: BaseException) -> list[str]:
-    """Top-level packages of the frames of ``exc``'s traceback, outermost first."""
-    modules, tb = [], exc.__traceback__
+def _traceback_frames(exc: BaseException) -> list[Any]:
+    """The frames of ``exc``'s traceback, innermost first."""
+    frames, tb = [], exc.__traceback__
     while tb is not None:
-        modules.append(str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0])
+        frames.append(tb.tb_frame)
         tb = tb.tb_next
-    return modules
+    return frames[::-1]
+
+
+def _by_instance(frames: list[Any], specs: list[ComponentSpec]) -> ComponentSpec | None:
+    classes = []
+    for spec in specs:
+        try:
+            factory = spec.load_factory()
+        except UserError:
+            continue
+        if isinstance(factory, type):
+            classes.append((spec, factory))
+    for frame in frames:
+        owner = frame.f_locals.get("self")
+        for spec, cls in classes:
+            if owner is not None and isinstance(owner, cls):
+                return spec
+    return None
+
+
+def _by_package(frames: list[Any], specs: list[ComponentSpec], catalog: Catalog) -> ComponentSpec | None:
+    by_package: dict[str, ComponentSpec] = {}
+    for spec in specs:
+        info = catalog.plugin(spec.plugin)
+        for package in (_package_of(spec.factory), info.package if info else None):
+            if package:
+                by_package.setdefault(package, spec)
+    for frame in frames:
+        module = str(frame.f_globals.get("__name__", "")).split(".")[0]
+        if module in by_package:
+            return by_package[module]
+    return None
 
 
 def _package_of(target: Any) -> str | None:

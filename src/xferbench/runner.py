@@ -28,6 +28,11 @@ from xferbench.sweep import Sweep
 
 __all__ = ["DEFAULT_METHODS", "RunRequest", "Runner", "parse_duration", "parse_shots"]
 
+# The files of a transfer run's folder that `xferbench export` reads.
+RUN_FILE = "run.json"
+HEAD_FILE = "head.keras"
+LABELS_FILE = "labels.txt"
+
 
 def parse_duration(text: str) -> float:
     """``"90"``, ``"90s"``, ``"10m"``, ``"1h"`` -> seconds."""
