@@ -303,7 +303,8 @@ def test_reporters_also_run_when_every_run_failed(cli, tmp_path):
 
 def test_no_plugin_with_an_unknown_name_is_an_error_with_did_you_mean(cli):
     assert_one_line_error(cli("list", "--no-plugin", "lenet"), "did you mean 'lenet5'")
-    assert_one_line_error(cli("list", env={"XFERBENCH_DISABLE_PLUGINS": "reporter"}), "did you mean 'reporters'")
+    # The variable may name plugins of other environments: it blocks what it names, and no error.
+    assert cli("list", "heads", env={"XFERBENCH_DISABLE_PLUGINS": "elsewhere,keras"}).returncode == 0
     assert cli("list", "heads", "--no-plugin", "keras").returncode == 0
 
 

@@ -214,12 +214,15 @@ def build_plugin_manager(blocked: Iterable[str] = (), extra_plugins: Iterable[tu
     return pm
 
 
-def _check_blocked_names(given: list[str], from_env: list[str], extra: list[str], load_entry_points: bool) -> None:
-    """A blocked name that no plugin has blocks nothing: say so, with the closest known name."""
+def _check_blocked_names(given: list[str], extra: list[str], load_entry_points: bool) -> None:
+    """``--no-plugin`` with a name that no plugin has blocks nothing: say so, with the closest known name.
+
+    ``XFERBENCH_DISABLE_PLUGINS`` is not checked: one setting may serve environments with other plugins.
+    """
     known = set(extra)
     if load_entry_points:
         known.update(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-    for name, source in [*((n, "--no-plugin") for n in given), *((n, DISABLE_ENV) for n in from_env)]:
+    for name, source in ((n, "--no-plugin") for n in given):
         if name not in known:
             hint = difflib.get_close_matches(name, sorted(known), n=1)
             did_you_mean = f"did you mean {hint[0]!r}? " if hint else ""
@@ -242,7 +245,7 @@ def load_catalog(blocked: Iterable[str] = (), extra_plugins: Iterable[tuple[str,
                  load_entry_points: bool = True) -> Catalog:
     """Build the catalog of all specs from the plugins that are not blocked."""
     given, from_env, extra_plugins = list(blocked), blocked_from_env(), list(extra_plugins)
-    _check_blocked_names(given, from_env, [name for name, _ in extra_plugins], load_entry_points)
+    _check_blocked_names(given, [name for name, _ in extra_plugins], load_entry_points)
     blocked = [*given, *from_env]
     pm = build_plugin_manager(blocked, extra_plugins, load_entry_points)
     catalog = Catalog(blocked=sorted(set(blocked)), pm=pm)

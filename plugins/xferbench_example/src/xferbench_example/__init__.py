@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from xferbench import BackboneSpec, DatasetSpec, HeadSpec, MethodSpec, Option, ReporterSpec, hookimpl
+from xferbench import (
+    BackboneSpec,
+    CommandSpec,
+    DatasetSpec,
+    HeadSpec,
+    MethodSpec,
+    Option,
+    ReporterSpec,
+    hookimpl,
+)
 from xferbench_example.events import (  # noqa: F401 - lifecycle hooks, found by pluggy on this module
     xferbench_run_finished,
     xferbench_run_started,
@@ -84,3 +93,10 @@ def xferbench_register_methods(register: Callable[[MethodSpec], None]) -> None:
 def xferbench_register_reporters(register: Callable[[ReporterSpec], None]) -> None:
     register(ReporterSpec("jsonl", "one JSON line per run, written as each run finishes",
                           factory="xferbench_example.events:JsonLinesReporter", options=JSONL_OPTIONS))
+
+
+@hookimpl
+def xferbench_register_commands(register: Callable[[CommandSpec], None]) -> None:
+    register(CommandSpec("bars-folder", "write the generated bars as PNG class folders (for folder:)",
+                         factory="xferbench_example.command:bars_folder",
+                         arguments="xferbench_example.command:add_arguments"))
