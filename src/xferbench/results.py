@@ -112,7 +112,7 @@ def migrate(document: dict[str, Any]) -> dict[str, Any]:
         return document
     if version != 1:
         raise UserError(f"results schema_version {version!r} is unknown; this xferbench reads 1 to {SCHEMA_VERSION}")
-    runs = document.get("runs")
+    runs = document.get("runs", [])
     if not isinstance(runs, list) or not all(isinstance(run, dict) for run in runs):
         raise UserError("the results file's 'runs' is not a list of runs")
     migrated = dict(document)
