@@ -53,13 +53,16 @@ def test_contradictory_or_untyped_bounds_are_refused_when_declared():
         Option("name", str, "x", min=1)
 
 
-@pytest.mark.parametrize("kind,name,option", [("heads", "softmax", "learning_rate"), ("heads", "mlp", "learning_rate"),
-                                              ("backbones", "lenet5", "learning_rate"),
-                                              ("backbones", "keras", "alpha")])
-def test_built_in_rates_and_multipliers_must_be_positive(kind, name, option):
-    spec = getattr(load_catalog(), kind).resolve(name if kind == "heads" or name != "keras" else "keras:MobileNet")[0]
-    with pytest.raises(OptionError, match=f"option {option}='0' must be > 0"):
-        spec.validate({option: "0"})
+@pytest.mark.parametrize("kind,token,option,value,message", [
+    ("heads", "softmax", "learning_rate", "0", "must be > 0"), ("heads", "mlp", "learning_rate", "0", "must be > 0"),
+    ("backbones", "lenet5", "learning_rate", "0", "must be > 0"), ("backbones", "keras:MobileNet", "alpha", "0", "must be > 0"),
+    ("methods", "full", "learning_rate", "0", "must be > 0"), ("methods", "finetune", "probe_learning_rate", "0", "must be > 0"),
+    ("methods", "full", "ema_decay", "1", "must be < 1"),
+])
+def test_built_in_options_that_mean_positive_refuse_the_bound(kind, token, option, value, message):
+    spec = getattr(load_catalog(), kind).resolve(token)[0]
+    with pytest.raises(OptionError, match=f"option {option}='{value}' {message}"):
+        spec.validate({option: value})
 
 
 def test_a_zero_learning_rate_is_a_one_line_cli_error_and_list_shows_the_bound(tmp_path):
