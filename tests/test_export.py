@@ -30,6 +30,7 @@ import xferbench_heads  # noqa: E402
 import xferbench_inception  # noqa: E402
 import xferbench_keras  # noqa: E402
 import xferbench_lenet5  # noqa: E402
+import xferbench_methods  # noqa: E402
 from support.cli import REPO, run_cli, shared_data_dir  # noqa: E402
 from support.inception_standin import write_standin  # noqa: E402
 from xferbench.backbone import Backbone  # noqa: E402
@@ -61,7 +62,8 @@ INCEPTION_REASON = ("inception_2015 has no tf_features() yet (plugins/xferbench_
 def catalog():
     # Only the plugins these tests use, so a half-written neighbour cannot break them.
     plugins = [("lenet5", xferbench_lenet5), ("digits", xferbench_digits), ("keras", xferbench_keras),
-               ("folder", xferbench_folder), ("heads", xferbench_heads), ("inception", xferbench_inception)]
+               ("folder", xferbench_folder), ("heads", xferbench_heads), ("inception", xferbench_inception),
+               ("methods", xferbench_methods)]
     return load_catalog(extra_plugins=plugins, load_entry_points=False)
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from xferbench.method import Method, MethodContext
 from xferbench.record import RunRecord
-from xferbench.runner import HEAD_FILE, LABELS_FILE, RUN_FILE
+from xferbench.run_folder import RunFolder
 
 
 class Transfer(Method):
@@ -45,25 +43,8 @@ class Transfer(Method):
 
 def save_transfer_run(context: MethodContext, head: Any) -> None:
     """What ``xferbench export`` needs: the head as Keras, the labels and how to rebuild the backbone."""
-    from xferbench.atomic import atomic_path, atomic_write_text
-
-    run_dir, record, backbone, harness = context.run_dir, context.record, context.backbone, context.harness
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        keras_head = head.to_keras(backbone.feature_dim)
-    except NotImplementedError:
-        keras_head = None  # the run still counts; only `xferbench export` will refuse it
-    if keras_head is not None:
-        with atomic_path(run_dir / HEAD_FILE) as tmp:
-            keras_head.save(tmp)
-    atomic_write_text(run_dir / LABELS_FILE, "".join(f"{name}\n" for name in context.class_names))
-    atomic_write_text(run_dir / RUN_FILE, json.dumps({
-        "method": "transfer", "backbone": record.backbone, "backbone_options": context.backbone_options,
-        # Absolute paths: export may run from another folder.
-        "weights": str(Path(harness.weights).resolve()) if harness.weights else None,
-        "cache_dir": str(Path(harness.cache_dir).resolve()),
-        "data_dir": str(Path(harness.data_dir).resolve()) if harness.data_dir else None,
-        "seed": context.seed, "dataset": record.dataset, "head": record.head, "shots": record.shots,
-        "feature_dim": backbone.feature_dim, "weights_sha256": backbone.weights_sha256,
-        "class_names": context.class_names,
-    }, indent=2, default=str) + "\n")
+    record = context.record
+    RunFolder(context.run_dir).save_transfer_run(
+        backbone_token=record.backbone, dataset_token=record.dataset, head_token=record.head, shots=record.shots,
+        backbone=context.backbone, head=head, class_names=context.class_names, context=context.harness,
+        backbone_options=context.backbone_options)

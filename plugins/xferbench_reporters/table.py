@@ -37,9 +37,10 @@ class TableReporter(Reporter):
         for ds in document.get("datasets", []):
             sizes = ds.get("split_sizes", {})
             skipped = ds.get("skipped_files") or {}
+            undecodable = "".join(f"; undecodable: {n} (backbone {b})" for b, n in _undecodable(document, ds).items())
             lines = [f"classes: {ds.get('classes')} ({', '.join(map(str, ds.get('class_names', [])[:10]))})",
                      "split: " + ", ".join(f"{k} {v}" for k, v in sizes.items()),
-                     "skipped: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none")]
+                     "skipped: " + (", ".join(f"{k} {v}" for k, v in skipped.items()) or "none") + undecodable]
             lines += [f"warning: {w}" for w in ds.get("warnings", [])[:5]]
             panels.append(Panel("\n".join(lines), title=f"dataset {short_name(str(ds.get('name')))}", expand=False))
         m = document.get("machine", {})
@@ -52,3 +53,14 @@ class TableReporter(Reporter):
             f"precision: {', '.join(precisions) or 'float32'}",
         ]), title="machine", expand=False))
         console.print(Columns(panels))
+
+
+def _undecodable(document: dict[str, Any], dataset: dict[str, Any]) -> dict[str, int]:
+    """Images of ``dataset`` that a backbone could not decode, by backbone (runs count them, the dataset cannot)."""
+    token = dataset.get("token", dataset.get("name"))
+    out: dict[str, int] = {}
+    for run in document.get("runs", []):
+        count = (run.get("skipped_files") or {}).get("decode_error")
+        if run.get("dataset") == token and count:
+            out[run["backbone"]] = max(out.get(run["backbone"], 0), count)
+    return out

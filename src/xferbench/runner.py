@@ -28,11 +28,6 @@ from xferbench.sweep import Sweep
 
 __all__ = ["DEFAULT_METHODS", "RunRequest", "Runner", "parse_duration", "parse_shots"]
 
-# The files of a transfer run's folder that `xferbench export` reads.
-RUN_FILE = "run.json"
-HEAD_FILE = "head.keras"
-LABELS_FILE = "labels.txt"
-
 
 def parse_duration(text: str) -> float:
     """``"90"``, ``"90s"``, ``"10m"``, ``"1h"`` -> seconds."""
@@ -274,10 +269,10 @@ class Runner:
 
 def _checkpoint(run_dir: Path) -> dict[str, Any] | None:
     """Where an interrupted run can go on from: the step of its newest checkpoint, if it wrote one."""
-    from xferbench.training import read_status
+    from xferbench.run_folder import RunFolder
 
     try:
-        status = read_status(run_dir)
+        status = RunFolder(run_dir).read_status()
     except (OSError, ValueError):
         return None
     return {"checkpoint_step": status.get("step"), "run_dir": str(run_dir)} if status else None

@@ -49,7 +49,7 @@ CENTROID_OPTIONS = (
     Option("metric", str, "cosine", "distance to the class centroids", choices=("cosine", "euclidean")),
     Option("center", bool, True, "subtract the training mean first (helps cosine on all-positive features)"),
     Option("temperature", float, 0.1, "softmax temperature over negative distances; changes probabilities, "
-           "never the predicted class", min=1e-6),
+           "never the predicted class", gt=0),
 )
 
 
