@@ -67,11 +67,12 @@ class Child:
     ones in :data:`STOP_SIGNALS` are at their default action. stdout and stderr go to files in
     ``log_dir``: a pipe nobody reads could block the child before its hold point. With
     ``hold_at_epoch``, ``argv`` is the arguments of ``xferbench`` (run through :mod:`held_cli`).
+    ``stdin_pipe`` gives the test ``process.stdin`` to write to.
     """
 
     def __init__(self, argv: Sequence[str], *, log_dir: Path, cwd: Path | None = None,
                  env: dict[str, str] | None = None, ignore: Sequence[int] = (),
-                 hold_at_epoch: int | None = None) -> None:
+                 hold_at_epoch: int | None = None, stdin_pipe: bool = False) -> None:
         self.ignore = tuple(ignore)
         full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ class Child:
             argv = [sys.executable, str(HELD_CLI), *argv]
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.process = subprocess.Popen(list(argv), cwd=cwd or REPO, env=full_env, text=True,
-                                            stdout=out, stderr=err,
+                                            stdin=subprocess.PIPE if stdin_pipe else None, stdout=out, stderr=err,
                                             pass_fds=pass_fds, preexec_fn=self._set_signals)
         for fd in pass_fds:
             os.close(fd)  # the child holds the only write end: its exit reads as end of file
@@ -113,6 +114,9 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.process.wait()
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
         if self._held_pipe is not None:
             os.close(self._held_pipe)
             self._held_pipe = None
