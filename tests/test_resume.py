@@ -49,7 +49,7 @@ def _stopped_run(tmp_path: Path, env: dict[str, str], signum: int, expected_exit
     assert "Traceback" not in stderr, stderr
     document = json.loads((tmp_path / "r.json").read_text())
     validate_document(document)
-    assert [(run["method"], run["status"]) for run in document["runs"]] == [("transfer", "ok")]
+    assert [(run["method"], run["status"]) for run in document["runs"]] == [("transfer", "ok"), ("full", "interrupted")]
     return document
 
 
@@ -61,10 +61,11 @@ def test_a_stopped_run_keeps_its_finished_runs_and_full_training_goes_on(tmp_pat
                                                                          exit_code, said):
     interrupted = _stopped_run(tmp_path, shared_cache, signum, exit_code, hold_at_epoch=HOLD_EPOCH)
     assert f"xferbench: {said};" in (tmp_path / "log" / "stderr.txt").read_text()
-    (transfer,) = interrupted["runs"]
+    transfer, stopped = interrupted["runs"]
     full_dir = tmp_path / "r" / "full-lenet5-digits_0-2-all"
     checkpoint_step = _status(full_dir)["step"]
     assert _status(full_dir)["done"] is False and checkpoint_step == HOLD_EPOCH * STEPS_PER_EPOCH
+    assert stopped["training"]["checkpoint_step"] == checkpoint_step
 
     result = cli("run", "--resume", "r.json", "--format", "csv", env=shared_cache)
     assert result.returncode == 0, result.stderr
@@ -101,6 +102,6 @@ def test_resume_refuses_other_run_settings_and_files_it_cannot_use(tmp_path, cli
     (tmp_path / "r.json").write_text(json.dumps({"schema_version": 1, "command": ["xferbench", "run"], "runs": []}))
     assert_one_line_error(cli("run", "--resume", "r.json", "--shots", "5"), "--resume repeats", "leave out --shots")
     assert_one_line_error(cli("run", "--resume", "missing.json"), "no results file at missing.json")
-    (tmp_path / "other.json").write_text(json.dumps({"schema_version": 1, "command": ["python", "x.py"]}))
+    (tmp_path / "other.json").write_text(json.dumps({"schema_version": 1, "command": ["python", "x.py"], "runs": []}))
     assert_one_line_error(cli("run", "--resume", "other.json"), "does not record an `xferbench run` command")
 
