@@ -110,5 +110,6 @@ def test_an_interrupted_sweep_keeps_its_finished_runs(cache_dir, tmp_path):
     assert f"finished runs are in {out}" in stderr
     document = json.loads(out.read_text())
     validate_document(document)
-    assert [(run["method"], run["status"]) for run in document["runs"]] == [("transfer", "ok")]
+    assert [(run["method"], run["status"]) for run in document["runs"]] == [("transfer", "ok"),
+                                                                            ("full", "interrupted")]
     assert document["runs"][0]["test_accuracy"] > 0.5
