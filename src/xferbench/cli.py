@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from xferbench import __version__
-from xferbench.errors import UserError
+from xferbench.errors import Interrupted, UserError, interrupt_exit_code
 
 # `xferbench run` alone is exactly this command line (lenet5's pretrain_on defaults to digits:0-4).
 DEFAULT_RUN = ["--backbone", "lenet5", "--dataset", "digits:5-9", "--head", "softmax",
@@ -158,18 +161,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser(_plugin_commands(args_list))
-        args = parser.parse_args(args_list)
-        if args.command is None:
-            parser.print_help()
-            return 0
-        return _dispatch(args, args_list)
+        with stop_signals_interrupt():
+            parser = build_parser(_plugin_commands(args_list))
+            args = parser.parse_args(args_list)
+            if args.command is None:
+                parser.print_help()
+                return 0
+            return _dispatch(args, args_list)
     except UserError as exc:
         print(f"xferbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("xferbench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _tell(f"xferbench: {_stopped(exc)}")
+        return interrupt_exit_code(exc)
+
+
+# SIGTERM (`kill PID`, `timeout`, batch schedulers, Kubernetes) and SIGHUP (the terminal went away) stop
+# xferbench just as Ctrl-C (SIGINT) does: finished work is kept and the exit code is 128 + the signal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM and SIGHUP raise :class:`~xferbench.errors.Interrupted`, a KeyboardInterrupt.
+
+    A signal that was ignored when the process started (``nohup`` ignores SIGHUP) stays ignored,
+    as the Unix convention wants; Python itself leaves SIGINT ignored in that case too. Only the
+    first stop signal raises: a second one takes its default action, so a repeated ``kill`` still
+    ends a process that is slow to clean up.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works only there
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    # None: a handler set outside Python, left alone.
+    caught = [signum for signum, handler in previous.items() if handler not in (signal.SIG_IGN, None)]
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        for each in caught:
+            signal.signal(each, signal.SIG_DFL)
+        raise Interrupted(signum)
+
+    for signum in caught:
+        signal.signal(signum, raise_interrupted)
+    try:
+        yield
+    finally:
+        for signum in caught:
+            signal.signal(signum, previous[signum])
+
+
+def _stopped(exc: KeyboardInterrupt) -> str:
+    return f"stopped by {exc.signal_name}" if isinstance(exc, Interrupted) else "interrupted"
+
+
+def _tell(line: str) -> None:
+    """A last line on stderr, which may be gone: after SIGHUP the terminal is (EIO)."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def import_tensorflow_quietly() -> None:
@@ -381,10 +430,10 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     catalog.pm.register(bridge, name="xferbench-reporters")
     try:
         document = runner.run()
-    except KeyboardInterrupt:
-        print(f"xferbench: interrupted; finished runs are in {output}; go on with: xferbench run --resume {output}",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM or SIGHUP as Interrupted
+        _tell(f"xferbench: {_stopped(exc)}; finished runs are in {output}; go on with: "
+              f"xferbench run --resume {shlex.quote(str(output))}")
+        return interrupt_exit_code(exc)
     finally:
         catalog.pm.unregister(bridge)
     for reporter in reporters:  # also when every run failed: a failure gets logged too

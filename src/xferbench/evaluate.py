@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from xferbench import training
-from xferbench.errors import UserError
+from xferbench.errors import Interrupted, UserError
 from xferbench.run_folder import RunFolder
 
 
@@ -56,9 +56,10 @@ def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
           out: Callable[[str], None] = _print_now) -> list[tuple[int, float | None]]:
     """Evaluate each new checkpoint of ``run_dir`` as it appears; return what was printed.
 
-    Runs until interrupted (Ctrl-C returns normally), or with ``until_done`` until the
-    final checkpoint has been evaluated once the status says training is done. A
-    checkpoint that training deletes (it keeps the newest 5) before it is read is skipped.
+    Runs until interrupted (Ctrl-C returns normally; SIGTERM or SIGHUP, raised by the CLI as
+    :class:`~xferbench.errors.Interrupted`, propagate), or with ``until_done`` until the final
+    checkpoint has been evaluated once the run's status says training is done. A checkpoint that
+    training deletes (it keeps the newest 5) before it is read is skipped.
     """
     import tensorflow as tf
 
@@ -92,5 +93,7 @@ def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
             if until_done and status is not None and status.get("done") and newest in seen:
                 return results
             time.sleep(interval)
+    except Interrupted:
+        raise  # SIGTERM or SIGHUP (the CLI turns them into Interrupted): the process was stopped, not done
     except KeyboardInterrupt:
         return results

@@ -18,7 +18,7 @@ from xferbench.backbone import Backbone
 from xferbench.cell import Cell
 from xferbench.context import RunContext
 from xferbench.data import ImageDataset, select_shots
-from xferbench.errors import UserError, one_line
+from xferbench.errors import Interrupted, UserError, one_line
 from xferbench.lifecycle import Lifecycle
 from xferbench.method import MethodContext, TrainingBudget
 from xferbench.plan import DEFAULT_METHODS, RunRequest, make_plan
@@ -192,8 +192,9 @@ class Runner:
             if not isinstance(result, RunRecord):
                 raise TypeError(f"{type(method).__name__}.run returned {type(result).__name__}, not a RunRecord")
             record = result.update(status="ok") if result.status == "pending" else result
-        except KeyboardInterrupt:
-            self.lifecycle.finish(record.update(status="interrupted", error="interrupted by a signal",
+        except KeyboardInterrupt as exc:
+            reason = f"stopped by {exc.signal_name}" if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
+            self.lifecycle.finish(record.update(status="interrupted", error=reason,
                                                 training=_checkpoint(context.run_dir)))
             raise
         except Exception as exc:
