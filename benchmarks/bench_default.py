@@ -17,12 +17,15 @@ import pytest
 
 from conftest import run_cli
 
-#: the warm rerun must take at most this fraction of the cold run: only the bottleneck extraction (a few seconds)
-#: is saved, the full retraining, which no cache can skip, dominates both
-MAX_WARM_FRACTION = 0.97
-#: issue 19's budget for the cold default run on 2 cores (measured: 82 s of CPU time, 136 s wall on a 2-core
-#: AMD EPYC shared with a load average of 4-7; quiet, that CPU time is about 45 s of wall time)
+#: the warm rerun must take at most this fraction of the cold run (measured 0.56 on a loaded 2-core machine: only
+#: the bottleneck extraction is saved; the full retraining, which no cache can skip, dominates both)
+MAX_WARM_FRACTION = 0.9
+#: issue 19's budget for the cold default run on 2 cores. Measured: 145 s wall on a 2-core AMD EPYC shared with
+#: other jobs (load average 6-7); the same command line used 82 s of CPU time, about 45 s of wall time on two
+#: otherwise idle cores. Not yet measured on a quiet machine.
 COLD_BUDGET_SECONDS = 60.0
+#: photos in flowers-mini
+FLOWERS_MINI_IMAGES = 500
 
 
 class _Runs:
@@ -62,7 +65,8 @@ def test_default_cold(benchmark, runs: _Runs, tmp_path_factory):
     runs.cold_document = document
     benchmark.extra_info["cold_seconds"] = round(runs.cold_seconds, 2)
     transfer = _transfer(document)
-    assert transfer["cache_hits"] == 0 and transfer["extracted"] > 0
+    # Every bottleneck computed, but two sunflower photos are the same image and share one cache entry.
+    assert transfer["extracted"] + transfer["cache_hits"] == FLOWERS_MINI_IMAGES and transfer["cache_hits"] <= 1
     assert transfer["test_accuracy"] > 0.4  # 5 shots of 5 classes: chance is 0.2
     benchmark.extra_info.update({f"{run['method']}_{run['shots']}_test_accuracy": round(run["test_accuracy"], 4)
                                  for run in document["runs"]})
@@ -78,7 +82,7 @@ def test_default_warm(benchmark, runs: _Runs, tmp_path_factory):
     document = benchmark.pedantic(_default_run, args=(runs.cold_cache, tmp_path_factory.mktemp("warm"), "warm"),
                                   rounds=1, iterations=1)
     transfer = _transfer(document)
-    assert transfer["extracted"] == 0 and transfer["cache_hits"] == _transfer(runs.cold_document)["extracted"]
+    assert transfer["extracted"] == 0 and transfer["cache_hits"] == FLOWERS_MINI_IMAGES
     assert runs.cold_document is not None
     # Same seed, same cached features: the transfer result is reproduced exactly.
     assert transfer["test_accuracy"] == _transfer(runs.cold_document)["test_accuracy"]

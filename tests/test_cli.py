@@ -84,7 +84,7 @@ def test_bad_shots_compare_and_budget(cli):
 
 def test_blocked_plugin_makes_its_names_unknown(cli):
     assert_one_line_error(cli("run", "--no-plugin", "lenet5", "--backbone", "lenet5"), "unknown backbone 'lenet5'")
-    assert_one_line_error(cli("run", "--no-plugin", "keras"), "unknown backbone 'keras:MobileNet'")
+    assert_one_line_error(cli("run", "--no-plugin", "keras"), "unknown backbone 'keras'")
     assert_one_line_error(cli("run", env={"XFERBENCH_DISABLE_PLUGINS": "heads"}), "unknown head 'logreg'")
 
 
