@@ -2,7 +2,9 @@
 
 The network is built with ``include_top=False, pooling="avg"``, so the bottleneck is the
 global-average-pooled last feature map. Images go through the application family's own
-``preprocess_input`` at its default input size (or ``input_size``).
+``preprocess_input`` at its default input size (or ``input_size``). Weights: ``--weights FILE``,
+else a file shipped in the package (MobileNet ``alpha=0.25``, see :mod:`xferbench_keras.packaged`),
+else Keras's own ImageNet download.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from xferbench.data import ImageData
 from xferbench.download import sha256_file
 from xferbench.errors import OptionError, UserError, one_line
 from xferbench_keras.images import export_module, resized_batches
+from xferbench_keras.packaged import packaged_weights
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -193,6 +196,8 @@ class KerasBackbone(Backbone):
             if not path.is_file():
                 raise UserError(f"weights file {str(path)!r} does not exist; check --weights")
             self.weights_file = path.resolve()
+        else:
+            self.weights_file = packaged_weights(self.application, self.alpha)
 
         self.name = f"keras:{self.application}"
         # Alpha, size and precision change the features but not always the weights file
@@ -378,6 +383,8 @@ def fetch_weights(arg: str | None, options: Mapping[str, Any], context: RunConte
     if source is not None:
         return backbone.import_weights(Path(source).expanduser())
     backbone.prepare(context)
+    if backbone.weights_file is not None:  # shipped in the package: nothing to download
+        return backbone.weights_file
     if not backbone._keras_files:
         raise UserError(f"{backbone.name}: Keras loaded its ImageNet weights without naming a file")
     return Path(backbone._keras_files[-1])
