@@ -99,6 +99,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     _add_report_arguments(run)
     run.add_argument("--full-epochs", type=int, help="epochs of full retraining / fine-tuning (default 30)")
     run.add_argument("--full-budget", help="wall-time limit of full retraining, e.g. 90s or 10m")
+    run.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
+                     help="validation accuracy to time each method to, e.g. 0.9 or 90%% (default: the lower of "
+                          "transfer's and the other method's final ones)")
     run.add_argument("--show-misclassified", action="store_true",
                      help="list misclassified test images (retrain.py --print_misclassified_test_images)")
     for kind in ("backbone", "dataset", "head", "method"):
@@ -143,6 +146,8 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     report.add_argument("result", type=Path, metavar="RESULT.json")
     report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
     report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
+    report.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
+                        help="recompute the comparison timing each method to this validation accuracy")
     _add_report_arguments(report)
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="watch a training run's checkpoints")
@@ -155,6 +160,17 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
         if arguments is not None:
             arguments(command)
     return parser
+
+
+def _fraction(text: str) -> float:
+    """``0.9`` or ``90%`` -> 0.9, for argparse (a bad value is its one-line usage error)."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy like 0.9 or 90%") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 1 (or 0% and 100%)")
+    return value
 
 
 def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -440,6 +456,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         full_epochs=args.full_epochs,
         full_budget_seconds=parse_duration(args.full_budget) if args.full_budget else None,
         show_misclassified=args.show_misclassified,
+        target_accuracy=args.target_accuracy,
         command=["xferbench", *argv],
     )
     output = args.output or default_output_path()
@@ -542,10 +559,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from xferbench.comparison import compare_methods
     from xferbench.results import load_document
 
     reporters = _reporters(_catalog(args), args)
     document = load_document(args.result)
+    if args.target_accuracy is not None or "comparison" not in document:  # older files: computed now
+        document["comparison"] = compare_methods(document, args.target_accuracy)
     for reporter in reporters:
         reporter.report(document, sys.stdout)
     if args.plot is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from xferbench import machine
 from xferbench.backbone import Backbone
 from xferbench.cell import Cell
+from xferbench.comparison import compare_methods
 from xferbench.context import RunContext
 from xferbench.data import ImageDataset, select_shots
 from xferbench.errors import Interrupted, UserError, one_line
@@ -87,6 +88,7 @@ class Runner:
                 dataset = self._load_dataset(dataset_token)
                 for backbone_token in self.request.backbones:
                     self._run_cell(backbone_token, dataset_token, dataset)
+            sweep.document["comparison"] = compare_methods(sweep.document, self.request.target_accuracy)
         return sweep.document
 
     def _check_support(self) -> None:
@@ -119,6 +121,7 @@ class Runner:
                 "backbone_options": req.backbone_options, "dataset_options": req.dataset_options,
                 "head_options": req.head_options, "method_options": req.method_options,
                 "full_epochs": req.full_epochs, "full_budget_seconds": req.full_budget_seconds,
+                "target_accuracy": req.target_accuracy,
                 "weights": self.context.weights, "data_dir": self.context.data_dir,
                 "cache_dir": self.context.cache_dir,
             },
