@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,6 +185,7 @@ def test_preprocessing_is_validated_and_compares_by_value():
                          ({"size": (4, 4), "mean": (1, 2)}, "mean needs 1 or 3"),
                          ({"size": (4, 4), "std": (0,)}, "must not be 0"),
                          ({"size": (4, 4), "library": "opencv"}, "library"),
+                         ({"size": (4, 4), "resize": "area", "align_corners": True}, "bilinear without antialias"),
                          ({"size": (4, 4), "library": "pillow", "resize": "area"}, "Pillow"),
                          ({"size": (4, 4), "library": "pillow", "antialias": True}, "TensorFlow settings")):
         with pytest.raises(ValueError, match=message):
@@ -288,3 +290,35 @@ def test_builtin_preprocessing_is_pinned_to_the_cache_version_it_is_stored_under
         "keras:MobileNet": ("1", "a47bdf1b7c67ce83"),
         "inception_2015": ("1", "9cb2f36c4e7c8fe9"),
     }
+
+
+# -- the documented example ---------------------------------------------------------------------
+def _documented_module(first_line: str) -> types.ModuleType:
+    """The Python block of docs/plugins.md that starts with ``first_line``, imported as a module."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    block = next(part.split("```", 1)[0] for part in text.split("```python\n")[1:] if part.startswith(first_line))
+    module = types.ModuleType("documented_backbone")
+    exec(compile(block, "docs/plugins.md", "exec"), module.__dict__)  # noqa: S102 - our own documentation
+    return module
+
+
+def test_the_documented_template_example_runs(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    module = _documented_module("# my_plugin/random_cnn.py")
+
+    @hookimpl(specname="xferbench_register_backbones")
+    def register(register):
+        register(BackboneSpec("random_cnn", "the documented example", factory=module.RandomCNN))
+
+    catalog = load_catalog(extra_plugins=[("doc", types.SimpleNamespace(xferbench_register_backbones=register))],
+                           load_entry_points=False)
+    spec, arg = catalog.backbones.resolve("random_cnn")
+    context = RunContext(catalog=catalog, cache_dir=tmp_path)
+    backbone = spec.load_factory()(arg, spec.validate({}), context)
+    rng = np.random.default_rng(4)
+    images = [png(rng.integers(0, 256, (70, 50, 3), np.uint8)), b"broken", rng.integers(0, 256, (20, 20), np.uint8)]
+    features = backbone.extract(images)
+    assert features.shape == (3, 32) and np.isnan(features[1]).all() and np.isfinite(features[[0, 2]]).all()
+    assert backbone.network_seconds > 0 and backbone.cache_namespace().endswith(backbone.preprocessing.digest())
+    exported = backbone.tf_features()(tf.constant([images[0]])).numpy()
+    np.testing.assert_allclose(exported[0], features[0], rtol=1e-5, atol=1e-6)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: ``img/s`` is bottleneck extraction end to end (read, decode, forward); ``net img/s`` the network alone
+#: ``img/s`` is bottleneck extraction end to end (read, decode, forward); ``net img/s`` the network alone,
+#: ``-`` where the backbone does not time its forward passes (``extract_forward_images_per_second`` is None)
 COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "net img/s", "extract s",
            "train s", "speed-up vs full", "status")
 

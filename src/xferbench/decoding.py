@@ -127,6 +127,8 @@ class Preprocessing:
                 problems.append(f"{field} needs 1 or {self.channels} values, got {getattr(self, field)}")
         if self.divide_by == 0 or 0 in self.std:
             problems.append("divide_by and std must not be 0")
+        if (self.align_corners or not self.half_pixel_centers) and (self.resize != "bilinear" or self.antialias):
+            problems.append("half_pixel_centers=False and align_corners apply to bilinear without antialiasing only")
         if self.library not in LIBRARIES:
             problems.append(f"library must be one of {LIBRARIES}, got {self.library!r}")
         elif self.library == "pillow":
