@@ -6,7 +6,8 @@ from typing import Any
 
 from xferbench.comparison import compare_methods, data_needed_line, format_speedup, speedup
 
-#: ``img/s`` is bottleneck extraction end to end (read, decode, forward); ``net img/s`` the network alone.
+#: ``img/s`` is bottleneck extraction end to end (read, decode, forward); ``net img/s`` the network alone
+#: (``-`` where the backbone does not time its forward passes).
 #: ``speed-up vs full`` is full retraining's time over the run's whole (cold) cost, extraction included;
 #: ``head-only`` over its warm cost, once the bottlenecks are cached. ``> x`` when --full-budget cut full short.
 SPEEDUP, HEAD_ONLY = "vs full, whole cost", "vs full, head only"
