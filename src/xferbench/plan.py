@@ -40,6 +40,8 @@ class RunRequest:
     full_budget_seconds: float | None = None
     show_misclassified: bool = False
     command: list[str] = field(default_factory=list)
+    #: ``--suite``: what the results document records about it (xferbench.suites.describe_suite), else None
+    suite: dict[str, Any] | None = None
 
     @property
     def explicit_methods(self) -> bool:

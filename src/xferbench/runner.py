@@ -124,6 +124,7 @@ class Runner:
             },
             "machine": {**machine.machine_info(with_gpus=False), "gpu": gpus},
             "versions": machine.versions(),
+            **({"suite": req.suite} if req.suite else {}),
             "datasets": [],
             "runs": [],
             **({"resumed": {"created": self._resumed_from, "kept_runs": 0}} if self.resuming else {}),
