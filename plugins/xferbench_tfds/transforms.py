@@ -64,7 +64,8 @@ def _kitti_distance(features: Mapping[str, Any]) -> int:
     objects = features["objects"]
     kinds = np.asarray(objects["type"]).reshape(-1)
     depth = np.asarray(objects["location"], dtype=np.float64).reshape(-1, 3)[:, 2]
-    vehicles = depth[kinds < 3]  # Car, Van, Truck
+    count = min(len(kinds), len(depth))  # equal in real KITTI; TFDS's mock data draws each length on its own
+    vehicles = depth[:count][kinds[:count] < 3]  # Car, Van, Truck
     closest = float(min(vehicles.min(), 1000.0)) if vehicles.size else 1000.0
     return _bin(closest, _KITTI_THRESHOLDS)  # 1000 m (no vehicle) is class 3
 
