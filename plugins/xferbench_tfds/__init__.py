@@ -32,7 +32,7 @@ TFDS_OPTIONS = (
 def xferbench_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     register(DatasetSpec(
         "tfds", "a TensorFlow Datasets dataset prepared in --data-dir, $TFDS_DATA_DIR or ~/tensorflow_datasets "
-                "(NAME[/CONFIG][:CLASSES]); needs the [tfds] extra",
+                "(tfds:NAME, tfds:NAME/CONFIG, tfds:NAME:CLASSES); needs the tfds extra",
         factory="xferbench_tfds.reader:create", fetcher="xferbench_tfds.reader:fetch", options=TFDS_OPTIONS,
         parametric=True,
     ))
