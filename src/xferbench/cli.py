@@ -27,9 +27,9 @@ DEFAULT_RUN = ["--backbone", "keras:MobileNet", "--backbone-opt", "alpha=0.25", 
                "--dataset", "flowers-mini", "--head", "logreg", "--compare", "transfer,full",
                "--shots", "5,20,all", "--full-epochs", "15"]
 #: the `run` options that choose the work; with none of them, `xferbench run` runs DEFAULT_RUN
-_WORK_OPTIONS = frozenset({"backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
+_WORK_OPTIONS = frozenset({"suite", "backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
                            "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt"})
-KINDS = ("backbones", "datasets", "heads", "methods", "reporters", "commands")
+KINDS = ("backbones", "datasets", "heads", "methods", "reporters", "commands", "suites")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +83,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--backbone", default="lenet5", help="backbone name(s), comma-separated (default lenet5)")
     run.add_argument("--dataset", default="digits:5-9",
                      help="dataset name(s); NAME:SUBSET selects classes (default digits:5-9)")
+    run.add_argument("--suite", metavar="NAME|FILE.toml",
+                     help="run every task of a suite (see xferbench list suites, docs/suites.md); its protocol "
+                          "sets --head, --compare and --shots unless given")
     run.add_argument("--head", default="softmax", help="head name(s) for transfer (default softmax)")
     run.add_argument("--compare", default=None,
                      help="methods, e.g. transfer,full,finetune (see xferbench list methods; default: transfer, "
@@ -143,7 +146,8 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
                          help="exit 1 when accuracy, throughput or time regress by more than PCT percent")
 
     report = sub.add_parser("report", parents=[common], help="render a results file (plots need the [plot] extra)")
-    report.add_argument("result", type=Path, metavar="RESULT.json")
+    report.add_argument("result", type=Path, nargs="+", metavar="RESULT.json",
+                        help="one results file, or several for a leaderboard across them")
     report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
     report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
     report.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
@@ -376,13 +380,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
         table.add_column("name", style="bold")
         table.add_column("plugin")
         table.add_column("description")
-        table.add_column("options")
+        table.add_column("options" if kind != "suites" else "tasks")
         for spec in catalog.registry(kind[:-1]):
-            table.add_row(spec.label, spec.plugin, spec.description, "\n".join(o.describe() for o in spec.options))
+            details = spec.options if kind != "suites" else ()
+            table.add_row(spec.label, spec.plugin, spec.description, "\n".join(o.describe() for o in details)
+                          or _suite_tasks(spec))
         if kind == "methods":
             table.caption = f"default --compare: {','.join(DEFAULT_METHODS)} (a method a backbone cannot do is skipped)"
         console.print(table)
     return 0
+
+
+def _suite_tasks(spec: Any) -> str:
+    """A suite's tasks, one line each: ``group: name (dataset)``."""
+    return "\n".join(f"{task.group}: {task.name} ({task.dataset})" for task in getattr(spec, "tasks", ()))
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -459,6 +470,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         target_accuracy=args.target_accuracy,
         command=["xferbench", *argv],
     )
+    if args.suite:
+        request = _with_suite(request, args, argv, catalog)
+        reporters = _reporters(catalog, args)
     output = args.output or default_output_path()
     if output.suffix != ".json":
         raise UserError(f"--output {output}: the results file must end in .json")
@@ -489,6 +503,22 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.quiet:
         print(f"results: {output}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _with_suite(request: Any, args: argparse.Namespace, argv: list[str], catalog: Any) -> Any:
+    """``--suite``: the suite's tasks become the datasets; its protocol fills in what the command line leaves out."""
+    from xferbench.suites import apply_suite, check_suite, find_suite
+
+    if any(arg == "--dataset" or arg.startswith("--dataset=") for arg in argv):
+        raise UserError("--suite and --dataset exclude each other: the suite names its datasets")
+    suite, reference = find_suite(args.suite, catalog)
+    check_suite(suite, catalog)
+    given = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    if not args.report:  # a suite run ends with its leaderboard, in the summary's format
+        args.report = f"{args.format},leaderboard"
+        if args.format in ("markdown", "csv"):
+            args.reporter_opt = [*args.reporter_opt, f"leaderboard.format={args.format}"]
+    return apply_suite(request, suite, reference, given)
 
 
 def _reporter_names(args: argparse.Namespace) -> list[str]:
@@ -562,8 +592,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from xferbench.comparison import compare_methods
     from xferbench.results import load_document
 
+    if len(args.result) > 1 and not args.report:  # several results files: a leaderboard across them
+        args.report = "leaderboard"
+        args.reporter_opt = [*args.reporter_opt, f"leaderboard.format={args.format}"] \
+            if args.format in ("markdown", "csv") else args.reporter_opt
     reporters = _reporters(_catalog(args), args)
-    document = load_document(args.result)
+    documents = [load_document(path) for path in args.result]
+    if len(documents) == 1:
+        document = documents[0]
+    else:
+        from xferbench.leaderboard import merge
+
+        document = merge(documents)
     if args.target_accuracy is not None or "comparison" not in document:  # older files: computed now
         document["comparison"] = compare_methods(document, args.target_accuracy)
     for reporter in reporters:

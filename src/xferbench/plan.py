@@ -42,6 +42,8 @@ class RunRequest:
     #: ``--target-accuracy``: the validation accuracy the comparison times each method to; None: the lower final one
     target_accuracy: float | None = None
     command: list[str] = field(default_factory=list)
+    #: ``--suite``: what the results document records about it (xferbench.suites.describe_suite), else None
+    suite: dict[str, Any] | None = None
 
     @property
     def explicit_methods(self) -> bool:

@@ -269,6 +269,7 @@ def new_document(req: RunRequest, context: RunContext, resumed: dict[str, Any] |
         },
         "machine": {**machine.machine_info(with_gpus=False), "gpu": gpus},
         "versions": machine.versions(),
+        **({"suite": req.suite} if req.suite else {}),
         "datasets": [],
         "runs": [],
         **({"resumed": resumed} if resumed is not None else {}),
