@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from xferbench import machine
+from xferbench.atomic import is_write_error, write_error
 from xferbench.backbone import Backbone
 from xferbench.context import RunContext
 from xferbench.data import Example, ImageDataset, select_shots
@@ -362,6 +363,7 @@ class Runner:
             extract_images_per_second=extraction.images_per_second,
             extract_forward_images_per_second=extraction.forward_images_per_second,
             extract_seconds=extraction.seconds, train_seconds=train_seconds, cache_hits=extraction.cache_hits,
+            cache_write_errors=extraction.cache_write_errors,
             extracted=extraction.computed, precision=backbone.precision(), curve=curve,
             backbone_info=backbone.info(), head_info=head.info(), run_dir=str(run_dir),
             **_metric_fields(summary, self.request),
@@ -543,6 +545,8 @@ def _as_cell_error(exc: Exception) -> UserError:
     """A UserError as it is; anything else (a bug, in xferbench or a plugin) named by its type."""
     if isinstance(exc, UserError):
         return exc
+    if is_write_error(exc):  # a full disk or a read-only folder is the machine's state, not a bug
+        return write_error(exc)  # type: ignore[arg-type]
     return UserError(f"{type(exc).__name__}: {exc} (an internal error; please report it)")
 
 
