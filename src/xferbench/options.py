@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,10 @@ class Option:
                 if low in _FALSE:
                     return False
                 raise ValueError(raw)
-            return self.type(raw)
+            value = self.type(raw)
+            if self.type is float and not math.isfinite(value):  # "nan" or "1e400" would slip past min/max
+                raise OptionError(f"{owner}: option {self.name}={raw!r} is not a finite number")
+            return value
         except ValueError:
             kind = {bool: "true/false", int: "an integer", float: "a number"}.get(self.type, self.type.__name__)
             raise OptionError(f"{owner}: option {self.name}={raw!r} is not {kind}") from None

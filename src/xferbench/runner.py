@@ -60,8 +60,10 @@ def parse_duration(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
     if not match:
         raise UserError(f"--full-budget {text!r}: write a duration like 90s, 10m or 1h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600}[unit]
+    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
+    if not 0 < seconds < float("inf"):
+        raise UserError(f"--full-budget {text!r}: the duration must be above zero and finite")
+    return seconds
 
 
 def parse_shots(text: str) -> list[int | None]:
@@ -70,7 +72,7 @@ def parse_shots(text: str) -> list[int | None]:
     for part in (p.strip() for p in text.split(",")):
         if part == "all":
             shots.append(None)
-        elif part.isdigit() and int(part) > 0:
+        elif part.isdecimal() and len(part) <= 18 and int(part) > 0:  # isdigit() admits "²", which int() refuses
             shots.append(int(part))
         else:
             raise UserError(f"--shots {text!r}: each entry must be a positive integer or 'all'")
