@@ -19,8 +19,6 @@ import pytest
 
 from support.cli import REPO, assert_one_line_error, shared_data_dir
 
-pytestmark = [pytest.mark.slow, pytest.mark.realdata]
-
 LAUNCHER = REPO / "tests" / "support" / "fault_launcher.py"
 WEIGHTS = shared_data_dir() / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 CLASSES = ("daisy", "roses", "tulips")
@@ -80,6 +78,8 @@ def _warnings(text: str) -> list[str]:
 
 
 @needs_mounts
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_full_disk_cache_run_goes_on_warns_once_and_keeps_entries_valid(tmp_path, photos):
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -127,6 +127,8 @@ find {cache} -name '.tmp-*' >> {out}/temps
 
 
 @needs_mounts
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_read_only_cache_uses_entries_computes_the_rest_and_succeeds(tmp_path, photos):
     cache = tmp_path / "cache"
     first, second = tmp_path / "first.json", tmp_path / "second.json"
@@ -171,6 +173,8 @@ echo $? > {tmp_path}/lenet.rc
     print("user sees:", line)
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_enospc_injected_at_the_cache_write_leaves_no_temp_file(tmp_path, photos):
     """The same fault without mounts (any machine): ENOSPC half way through an entry's temp file."""
     cache, output = tmp_path / "cache", tmp_path / "out.json"
@@ -186,6 +190,8 @@ def test_enospc_injected_at_the_cache_write_leaves_no_temp_file(tmp_path, photos
     assert len(list(cache.rglob("*.bn"))) == 7
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_results_write_error_keeps_the_old_file_and_saves_a_rescue_copy(tmp_path, photos):
     cache, output = tmp_path / "cache", tmp_path / "results" / "out.json"
     # Write 1: the empty document; 2: after the 5-shot run; 3 (fails): after the all-shots run.
@@ -206,3 +212,51 @@ def test_results_write_error_keeps_the_old_file_and_saves_a_rescue_copy(tmp_path
                              capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(rescue[0].read_text())["resumed"]["kept_runs"] == 2
+
+
+def test_cache_verify_stats_and_prune(tmp_path, capsys):
+    """``xferbench cache``: entry by entry, in-process (no TensorFlow)."""
+    import numpy as np
+
+    from xferbench.bottleneck_cache import BottleneckCache
+    from xferbench.cli import main
+
+    cache = BottleneckCache(tmp_path / "bottlenecks", "ns", 4)
+    for i in range(5):
+        assert cache.put(f"{i:064x}", np.arange(4, dtype=np.float32) + i)
+    entries = sorted((tmp_path / "bottlenecks").rglob("*.bn"))
+    entries[1].write_bytes(entries[1].read_bytes()[:-1] + b"\0")  # a flipped digest byte
+    (entries[2].parent / ".tmp-abc.bn").write_bytes(b"torn")  # what a SIGKILL mid-write leaves
+    old = entries[3].stat().st_mtime - 40 * 86400
+    os.utime(entries[3], (old, old))
+
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "5 entries checked in 1 namespaces, 4 ok, 1 corrupt, 1 temp files" in out
+    assert f"corrupt: {entries[1]}" in out
+    assert main(["cache", "verify", "--fix", "--cache-dir", str(tmp_path)]) == 0
+    assert "removed 1 files" in capsys.readouterr().out  # the temp file is young: it may be a live write
+    assert main(["cache", "stats", "--cache-dir", str(tmp_path)]) == 0
+    assert f"{tmp_path / 'bottlenecks'}: 4 entries in 1 namespaces" in capsys.readouterr().out
+    assert main(["cache", "prune", "--older-than", "30d", "--cache-dir", str(tmp_path)]) == 0
+    assert "removed 1 entries not used for 30 days" in capsys.readouterr().out
+    assert not entries[3].exists() and entries[4].exists()
+    assert main(["cache", "prune", "--older-than", "soon", "--cache-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == ("xferbench: error: --older-than 'soon': write an age like 30d, "
+                                               "12h or 90m")
+
+
+def test_cache_write_errors_are_counted_and_leave_nothing_behind(tmp_path):
+    """A cache folder that refuses writes: put() says so, counts, stops trying; reads still work."""
+    import numpy as np
+
+    from xferbench.bottleneck_cache import BottleneckCache
+
+    cache = BottleneckCache(tmp_path / "bottlenecks", "ns", 2)
+    assert cache.put("a" * 64, np.ones(2, dtype=np.float32))
+    cache.folder.joinpath("bb").write_text("a file where a folder must go")  # ENOTDIR / EEXIST on write
+    assert not cache.put("b" * 64, np.ones(2, dtype=np.float32))
+    assert not cache.put("c" * 64, np.ones(2, dtype=np.float32))
+    assert cache.write_errors == 2 and isinstance(cache.write_error, OSError)
+    assert cache.get("a" * 64) is not None
+    assert not list(tmp_path.rglob(".tmp-*"))
