@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import signal
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from xferbench.options import parse_assignments
 from xferbench.plugin_manager import load_catalog
 from xferbench.results import validate_document
 
-EXAMPLES = int(__import__('os').environ.get('XFB_EX', 1000))
+EXAMPLES = 1000
 #: a hang guard, not a speed claim: one parse takes milliseconds
 HANG_SECONDS = 60
 MISSING_WEIGHTS = "/nonexistent-xferbench-property/weights.h5"
@@ -40,12 +41,14 @@ CATALOG = load_catalog(blocked=[])
 
 @pytest.fixture(autouse=True)
 def _in_process(monkeypatch):
-    """One plugin catalog for all examples (loading it is not what is tested), and no TensorFlow."""
+    """One plugin catalog and one parser for all examples (building them is not what is tested); no TensorFlow."""
 
     def reached_tensorflow() -> None:
         raise AssertionError("the input reached TensorFlow: the property test must stop before work")
 
     monkeypatch.setattr(cli, "_catalog", lambda args: CATALOG)
+    # Building the argparse tree takes most of a call; parsing (what is tested) does not change it.
+    monkeypatch.setattr(cli, "build_parser", functools.cache(cli.build_parser))
     monkeypatch.setattr(cli, "import_tensorflow_quietly", reached_tensorflow)
 
 
@@ -63,8 +66,21 @@ def _hang_guard(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+_calls = [0]
+
+
+def run_property(check: Any) -> None:
+    """Run a Hypothesis ``check`` and make sure it really tried ``EXAMPLES`` inputs on the CLI."""
+    before = _calls[0]
+    check()
+    tried = _calls[0] - before
+    assert tried >= EXAMPLES, f"only {tried} inputs were tried"
+    print(f"{tried} inputs")
+
+
 def call(capsys: Any, *argv: str) -> tuple[int, str, str]:
     """``xferbench ARGV`` in-process: (exit code, stdout, stderr). Any exception but SystemExit fails the test."""
+    _calls[0] += 1
     capsys.readouterr()
     with _hang_guard(HANG_SECONDS):
         try:
@@ -136,7 +152,7 @@ def test_component_options(kind, tmp_path, capsys):
         else:
             assert MISSING_WEIGHTS in line, line
 
-    check()
+    run_property(check)
 
 
 def test_dataset_tokens_and_options(tmp_path, capsys):
@@ -154,25 +170,31 @@ def test_dataset_tokens_and_options(tmp_path, capsys):
         code, _, err = call(capsys, *run_args(tmp_path, f"--dataset={text}", *opts))
         works_or_one_line(code, err)
 
-    check()
+    run_property(check)
 
 
 class_names = st.lists(st.one_of(st.sampled_from(["daisy", "roses", "0", "1", "a,b", "x:y", "5-9", " ", "é", "-"]),
                                  odd_text), min_size=1, max_size=12, unique=True)
+subset_texts = st.one_of(odd_text, st.lists(st.one_of(odd_text, st.sampled_from(
+    ["0", "1-3", "2-1", "-1", "1-", "daisy", " roses ", "", "99999999999999999999"])), max_size=5).map(",".join))
 
 
-@SETTINGS
-@given(names=class_names, subset=st.one_of(odd_text, st.lists(st.one_of(odd_text, st.sampled_from(
-    ["0", "1-3", "2-1", "-1", "1-", "daisy", " roses ", "", "99999999999999999999"])), max_size=5).map(",".join)))
-def test_class_subsets(names, subset):
+def test_class_subsets():
     """``NAME:SUBSET`` as the dataset loader reads it: indices, ranges or class names, or one UserError."""
-    try:
-        chosen = parse_class_subset(subset, names, "d")
-    except UserError as exc:
-        assert str(exc).strip()
-        return
-    assert chosen == sorted(set(chosen)) and chosen
-    assert all(0 <= index < len(names) for index in chosen)
+
+    @SETTINGS
+    @given(names=class_names, subset=subset_texts)
+    def check(names: list[str], subset: str) -> None:
+        _calls[0] += 1
+        try:
+            chosen = parse_class_subset(subset, names, "d")
+        except UserError as exc:
+            assert str(exc).strip()
+            return
+        assert chosen == sorted(set(chosen)) and chosen
+        assert all(0 <= index < len(names) for index in chosen)
+
+    run_property(check)
 
 
 def test_class_subsets_through_a_real_dataset(tmp_path):
@@ -202,7 +224,7 @@ def test_shots(tmp_path, capsys):
     def check(text: str) -> None:
         works_or_one_line(*_code_err(call(capsys, *run_args(tmp_path, f"--shots={text}"))))
 
-    check()
+    run_property(check)
 
 
 def test_full_budget(tmp_path, capsys):
@@ -215,7 +237,7 @@ def test_full_budget(tmp_path, capsys):
     def check(text: str) -> None:
         works_or_one_line(*_code_err(call(capsys, *run_args(tmp_path, f"--full-budget={text}"))))
 
-    check()
+    run_property(check)
 
 
 def test_compare_lists(tmp_path, capsys):
@@ -227,7 +249,7 @@ def test_compare_lists(tmp_path, capsys):
     def check(text: str) -> None:
         works_or_one_line(*_code_err(call(capsys, *run_args(tmp_path, f"--compare={text}"))))
 
-    check()
+    run_property(check)
 
 
 def _code_err(result: tuple[int, str, str]) -> tuple[int, str]:
@@ -332,7 +354,7 @@ def test_report_files(tmp_path, capsys):
         path = _write(tmp_path, "r.json", text)
         works_or_one_line(*_code_err(call(capsys, "report", str(path), "--format", fmt)))
 
-    check()
+    run_property(check)
 
 
 def test_compare_files(tmp_path, capsys):
@@ -351,7 +373,7 @@ def test_compare_files(tmp_path, capsys):
             return
         works_or_one_line(code, err)
 
-    check()
+    run_property(check)
 
 
 def test_resume_files(tmp_path, capsys):
@@ -362,7 +384,7 @@ def test_resume_files(tmp_path, capsys):
         line = works_or_one_line(*_code_err(call(capsys, "run", "--resume", str(path), "--quiet")))
         assert line is not None  # a whole file goes on as far as the missing weights
 
-    check()
+    run_property(check)
 
 
 def test_the_generators_reach_every_outcome(tmp_path, capsys):
