@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import xferbench
 from support.cli import REPO, assert_one_line_error, run_cli
 from xferbench.results import validate_document
 
@@ -33,7 +34,7 @@ def test_list_shows_every_builtin_with_its_plugin():
 def test_plugins_lists_versions_and_origins():
     result = run_cli("plugins")
     assert result.returncode == 0
-    assert "lenet5" in result.stdout and "0.1.0" in result.stdout
+    assert "lenet5" in result.stdout and xferbench.__version__ in result.stdout
 
 
 def test_unknown_backbone_is_one_line_with_suggestion(cli):
@@ -107,7 +108,7 @@ def test_embedded_default_end_to_end(cli, tmp_path):
     assert len(outputs) == 1
     document = json.loads(outputs[0].read_text())
     validate_document(document)
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     assert document["seed"] == 0 and document["versions"]["tensorflow"] and document["machine"]["cores"] >= 1
     runs = {run["method"]: run for run in document["runs"]}
     assert set(runs) == {"transfer", "full"}

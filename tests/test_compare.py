@@ -11,7 +11,7 @@ import pytest
 from support.cli import run_cli
 from xferbench.compare import compare_documents, find_regressions, run_key
 from xferbench.errors import UserError
-from xferbench.results import validate_document
+from xferbench.results import migrate, validate_document
 
 
 def make_run(method: str = "transfer", head: str = "softmax", shots: int | str = "all", *, acc: float = 0.9,
@@ -41,7 +41,9 @@ def make_document(*runs: dict, seed: int = 0, cpu: str = "Test CPU") -> dict:
         "versions": {"python": "3.11", "tensorflow": "2.21", "xferbench": "0.1.0"},
         "datasets": [], "runs": list(runs),
     }
-    validate_document(document)  # the fixtures themselves follow the schema
+    # Written as a version-1 file; compare reads every file through the migration to version 2.
+    document = migrate(document)
+    validate_document(document)
     return document
 
 
@@ -159,7 +161,7 @@ def test_context_differences_are_noted():
     del b["runs"][0]["extract_seconds"]
     code, text = compare(a, b, threshold=5)
     assert code == 0
-    assert "schema_version 1 vs 0" in text
+    assert "schema_version 2 vs 0" in text
     assert "different machines" in text and "different seeds" in text
 
 

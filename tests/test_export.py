@@ -30,6 +30,7 @@ import xferbench_heads  # noqa: E402
 import xferbench_inception  # noqa: E402
 import xferbench_keras  # noqa: E402
 import xferbench_lenet5  # noqa: E402
+import xferbench_methods  # noqa: E402
 from support.cli import REPO, run_cli, shared_data_dir  # noqa: E402
 from support.inception_standin import write_standin  # noqa: E402
 from xferbench.backbone import Backbone  # noqa: E402
@@ -61,7 +62,8 @@ INCEPTION_REASON = ("inception_2015 has no tf_features() yet (plugins/xferbench_
 def catalog():
     # Only the plugins these tests use, so a half-written neighbour cannot break them.
     plugins = [("lenet5", xferbench_lenet5), ("digits", xferbench_digits), ("keras", xferbench_keras),
-               ("folder", xferbench_folder), ("heads", xferbench_heads), ("inception", xferbench_inception)]
+               ("folder", xferbench_folder), ("heads", xferbench_heads), ("inception", xferbench_inception),
+               ("methods", xferbench_methods)]
     return load_catalog(extra_plugins=plugins, load_entry_points=False)
 
 
@@ -102,11 +104,30 @@ def run_in_process(catalog, tmp: Path, backbone: str, dataset: str, *, weights: 
     return Path(row["run_dir"])
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_started_processes():
+    """Processes a test started are killed (if still running) and reaped, whatever the test's outcome."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def start_cli(*args: str) -> subprocess.Popen[str]:
     """``xferbench ARGS`` in a subprocess, started now so its TensorFlow import overlaps the test's own work."""
+    return _start([sys.executable, "-m", "xferbench.cli", *args])
+
+
+def _start(argv: list[str], cwd: Path | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, "-m", "xferbench.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    _STARTED.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                     cwd=cwd))
+    return _STARTED[-1]
 
 
 def finish(process: subprocess.Popen[str]) -> str:
@@ -300,9 +321,7 @@ def test_inception_2015_export_has_no_removed_ops_and_predicts_like_the_harness(
     model_dir = export_run(run_dir, tmp_path / "model", quiet_context(catalog, tmp_path / "elsewhere"))
 
     images = [sorted((data / name).iterdir())[0] for name in sorted(p.name for p in data.iterdir())]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    fresh = subprocess.Popen([sys.executable, "-c", FRESH_PROCESS_OPS, str(model_dir)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    fresh = _start([sys.executable, "-c", FRESH_PROCESS_OPS, str(model_dir)], cwd=REPO)
     cli = start_predict(model_dir, images)
 
     spec, _ = catalog.backbones.resolve("inception_2015")

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from support.cli import assert_one_line_error
 from support.inception_standin import ReferenceSession, graph_bytes_of, write_standin
 from xferbench.context import RunContext
 from xferbench.plugin_manager import load_catalog
@@ -49,11 +50,14 @@ def test_cli_runs_transfer_and_full_for_inception(cli, tiny_standin, shared_data
         (root / name).mkdir(parents=True)
         for photo in sorted((shared_data / "flower_photos_mini" / name).glob("*.jpg"))[:30]:
             os.symlink(photo, root / name / photo.name)
-    result = cli("run", "--backbone", "inception_2015", "--weights", str(tiny_standin), "--dataset",
-                 f"folder:{root}", "--compare", "transfer,full,finetune", "--shots", "3", "--full-epochs", "1",
-                 "--head-opt", "steps=200", "--output", "r.json", "--quiet")
-    assert result.returncode == 1, result.stderr[-2000:]  # finetune is refused, the rest runs
+    common = ["run", "--backbone", "inception_2015", "--weights", str(tiny_standin), "--dataset", f"folder:{root}",
+              "--shots", "3", "--full-epochs", "1", "--head-opt", "steps=200", "--output", "r.json", "--quiet"]
+    # A frozen graph cannot be fine-tuned: asked for, that is an error before any work starts.
+    refused = cli(*common, "--compare", "transfer,full,finetune")
+    assert_one_line_error(refused, "backbone 'inception_2015' does not support method 'finetune'")
+    assert not (tmp_path / "r.json").exists()
+    result = cli(*common, "--compare", "transfer,full")
+    assert result.returncode == 0, result.stderr[-2000:]
     runs = {run["method"]: run for run in json.loads((tmp_path / "r.json").read_text())["runs"]}
     assert runs["transfer"]["status"] == "ok" and runs["full"]["status"] == "ok"
     assert runs["full"]["n_train"] == 6 and runs["full"]["training"]["epochs"] == pytest.approx(1)
-    assert runs["finetune"]["status"] == "error" and "does not support 'finetune'" in runs["finetune"]["error"]

@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+import xferbench
 from xferbench import BackboneSpec, HeadSpec, Option, hookimpl
 from xferbench.errors import OptionError, PluginError, UnknownNameError
 from xferbench.plugin_manager import load_catalog
@@ -36,7 +37,7 @@ def test_builtins_arrive_through_entry_points():
     assert {"table", "json", "markdown", "csv"} <= {s.name for s in catalog.reporters}
     plugins = {p.name: p for p in catalog.plugins}
     assert {"lenet5", "digits", "heads", "reporters"} <= set(plugins)
-    assert plugins["lenet5"].version == "0.1.0"
+    assert plugins["lenet5"].version == xferbench.__version__
     assert "xferbench" in plugins["lenet5"].origin
     assert catalog.backbones.resolve("lenet5")[0].plugin == "lenet5"
 

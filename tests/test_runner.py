@@ -206,23 +206,24 @@ def test_errors_are_said_as_they_happen_only_in_sweeps_and_only_once(tmp_path):
 def test_large_model_inputs_go_to_a_temporary_file_with_the_same_results(tmp_path, monkeypatch):
     import types
 
-    from xferbench import runner as runner_module
+    from xferbench import cell as cell_module
 
     catalog = load_catalog(extra_plugins=[("budget", types.SimpleNamespace(
         xferbench_register_backbones=register_trainable))])
     request = RunRequest(backbones=["trainable_pixels"], datasets=["digits:0-3"], heads=["softmax"],
                          methods=["full"], full_epochs=3)
     seen: list[type] = []
-    real_train = runner_module.Runner._train_network
+    real_prepare = cell_module.Cell._prepare_inputs
 
-    def spy(self, row, backbone, dataset, subset, inputs, method):
+    def spy(self):
+        inputs = real_prepare(self)
         seen.append(type(inputs.array))
-        return real_train(self, row, backbone, dataset, subset, inputs, method)
+        return inputs
 
-    monkeypatch.setattr(runner_module.Runner, "_train_network", spy)
+    monkeypatch.setattr(cell_module.Cell, "_prepare_inputs", spy)
     results = []
     for limit in (1 << 30, 0):  # in memory, then on disk
-        monkeypatch.setattr(runner_module, "IN_MEMORY_INPUTS_BYTES", limit)
+        monkeypatch.setattr(cell_module, "IN_MEMORY_INPUTS_BYTES", limit)
         context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(quiet=True))
         (run,) = Runner(request, context, tmp_path / f"r{limit}.json").run()["runs"]
         assert run["status"] == "ok", run["error"]

@@ -6,16 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from support.cli import run_cli
+from support.procs import Child
 from xferbench.results import validate_document
 
 #: a short head so the sweeps spend their time on what they test, not on 4000 SGD steps
@@ -97,41 +94,23 @@ def test_json_summary_is_the_document_on_disk(failing_sweep, cache_dir, tmp_path
     assert run["status"] == "ok" and run["extracted"] == 0 and run["cache_hits"] > 0
 
 
-def _ok_runs(path: Path) -> list[dict]:
-    try:
-        document = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
-    return [run for run in document["runs"] if run["status"] == "ok"]
-
-
 @pytest.mark.slow
 def test_an_interrupted_sweep_keeps_its_finished_runs(cache_dir, tmp_path):
     out = tmp_path / "interrupted.json"
-    # The transfer run finishes in seconds; the full retraining after it would take many minutes.
-    command = [sys.executable, "-m", "xferbench.cli", "run", "--backbone", "lenet5", "--dataset", "digits:5-9",
-               "--compare", "transfer,full", *FAST_HEAD, "--full-epochs", "1000", "--output", str(out), "--quiet"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "XFERBENCH_CACHE_DIR": str(cache_dir)}
-    # SIGINT must reach Python even when pytest itself was started with SIGINT ignored (a background job).
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 420
-        while not _ok_runs(out):
-            assert process.poll() is None, f"the sweep ended early: {process.communicate()[1][-3000:]}"
-            assert time.monotonic() < deadline, "no finished run on disk in time"
-            time.sleep(0.5)
-        time.sleep(1.0)  # well into the full retraining
-        assert process.poll() is None, "the sweep finished before it could be interrupted"
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr[-3000:]
+    # The transfer run finishes first; the full retraining after it is held after its first epoch.
+    command = ["run", "--backbone", "lenet5", "--dataset", "digits:5-9", "--compare", "transfer,full", *FAST_HEAD,
+               "--full-epochs", "2", "--output", str(out), "--quiet"]
+    # Child restores SIGINT even when pytest itself was started with SIGINT ignored (a background job).
+    with Child(command, log_dir=tmp_path / "log", env={"XFERBENCH_CACHE_DIR": str(cache_dir)},
+               hold_at_epoch=1) as process:
+        process.wait_until_held()
+        process.send(signal.SIGINT)
+        returncode, stderr = process.wait(), process.stderr()
+    assert returncode == 130, stderr[-3000:]
     assert f"finished runs are in {out}" in stderr
     document = json.loads(out.read_text())
     validate_document(document)
-    assert [(run["method"], run["status"]) for run in document["runs"]] == [("transfer", "ok")]
+    assert [(run["method"], run["status"]) for run in document["runs"]] == [("transfer", "ok"),
+                                                                            ("full", "interrupted")]
     assert document["runs"][0]["test_accuracy"] > 0.5
+    assert document["runs"][1]["error"] == "interrupted by Ctrl-C"

@@ -204,3 +204,36 @@ def test_the_plugin_own_tests_pass_against_the_installed_package(installed: Inst
                    installed.site, command=[sys.executable], timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert re.search(r"\b\d+ passed\b", done.stdout), done.stdout
+
+
+@pytest.mark.slow
+def test_v2_method_logger_reporter_and_command_next_to_the_builtins(installed: Installed, tmp_path: Path) -> None:
+    """Plugin API v2 from outside: the example's k-NN method, its lifecycle logger, its reporter with
+    options and its subcommand, in one run with the built-in transfer method and table reporter."""
+    bars = tmp_path / "bars"
+    made = run_cli(["bars-folder", "--out", str(bars), "--n-per-class", "40"], installed.site)
+    assert made.returncode == 0, made.stderr
+    assert len(list(bars.glob("*/*.png"))) == 120
+    events, runs, output = tmp_path / "events.jsonl", tmp_path / "runs.jsonl", tmp_path / "r.json"
+    done = run_cli(["run", "--backbone", "pixels", "--dataset", f"folder:{bars}", "--head", "centroid,logreg",
+                    "--compare", "transfer,knn", "--method-opt", "k=3", "--report", "table,jsonl",
+                    "--reporter-opt", f"jsonl.path={runs}", "--reporter-opt", "jsonl.fields=method,head,status,test_accuracy",
+                    "--output", str(output), "--quiet", "--cache-dir", str(tmp_path / "cache")],
+                   installed.site, extra_env={"XFERBENCH_EXAMPLE_EVENTS": str(events)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(output.read_text(encoding="utf-8"))
+    assert [(r["method"], r["head"], r["status"]) for r in document["runs"]] == [
+        ("transfer", "centroid", "ok"), ("transfer", "logreg", "ok"), ("knn", "-", "ok")]
+    knn = document["runs"][2]
+    assert knn["method_info"] == {"k": 3, "metric": "cosine", "chosen_on_validation": False}
+    assert knn["test_accuracy"] > 0.6 and knn["cache_hits"] == 120  # the transfer runs' bottlenecks
+    # The table shows the plugin's method beside the built-in one.
+    assert [row[2] for row in table_rows(done.stdout) if row and row[0]] == ["transfer", "transfer", "knn"]
+    written = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert written == [{"method": r["method"], "head": r["head"], "status": "ok", "test_accuracy": r["test_accuracy"]}
+                       for r in document["runs"]]
+    logged = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in logged] == ["sweep_started"] + ["run_started", "run_finished"] * 3 + ["sweep_finished"]
+    assert [e["finished_so_far"] for e in logged if e["event"] == "run_finished"] == [1, 2, 3]
+    bad = run_cli(["run", "--report", "jsonl", "--reporter-opt", "jsonl.fields=accuracy"], installed.site)
+    assert "reporter 'jsonl': fields='accuracy' names no run field 'accuracy'" in one_line_error(bad)

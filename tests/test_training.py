@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.procs import Child
 from xferbench.errors import UserError
 
 tf = pytest.importorskip("tensorflow")
@@ -199,28 +198,24 @@ TRAINER = textwrap.dedent("""
     print("trained", result.steps)
 """)
 WATCHER = ("import sys, tensorflow; from xferbench.evaluate import watch; print('ready', flush=True); "
-           "watch(sys.argv[1], interval=0.2, until_done={})")
-
-
-def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, **kwargs)
+           "watch(sys.argv[1], interval=0.2, until_done=True)")
 
 
 @pytest.mark.slow
 def test_trainer_and_watcher_in_separate_processes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    watcher = _python(WATCHER.format(True), str(run_dir))
-    trainer = _python(TRAINER, str(run_dir), "3", "40", stdin=subprocess.PIPE)
-    # Both import TensorFlow at once; training starts only when the watcher is ready, so
-    # a slow import cannot make it miss the run (no sleeps needed).
-    assert watcher.stdout.readline().strip() == "ready", watcher.stderr.read()[-2000:]
-    t_out, t_err = trainer.communicate("go\n", timeout=120)
-    w_out, w_err = watcher.communicate(timeout=30)
-    assert trainer.returncode == 0, t_err[-2000:]
-    assert watcher.returncode == 0, w_err[-2000:]
+    with Child([sys.executable, "-c", WATCHER, str(run_dir)], log_dir=tmp_path / "watcher") as watcher, \
+            Child([sys.executable, "-c", TRAINER, str(run_dir), "3", "40"], log_dir=tmp_path / "trainer",
+                  stdin_pipe=True) as trainer:
+        # Both import TensorFlow at once; training starts only when the watcher is ready, so
+        # a slow import cannot make it miss the run (no sleeps needed).
+        watcher.wait_for_output("ready")
+        trainer.process.stdin.write("go\n")
+        trainer.process.stdin.close()
+        assert trainer.wait(timeout=300) == 0, trainer.stderr()[-2000:]
+        assert watcher.wait(timeout=60) == 0, watcher.stderr()[-2000:]
+        t_out, w_out = trainer.stdout(), watcher.stdout()
     final_steps = int(t_out.split("trained")[1])
     lines = [line for line in w_out.splitlines() if line.startswith("After ")]
     steps = [int(line.split()[1]) for line in lines]
@@ -231,18 +226,23 @@ def test_trainer_and_watcher_in_separate_processes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_watcher_stops_cleanly_on_ctrl_c(tmp_path: Path, data) -> None:
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_watcher_stops_cleanly_on_ctrl_c(tmp_path: Path, data, signum: int, exit_code: int) -> None:
+    """Ctrl-C ends ``xferbench evaluate --watch`` (exit 0); SIGTERM too, with 143 as a stopped process."""
     (xt, yt), (xv, yv) = data
     training.train_model(build_tiny(), xt, yt, xv, yv, epochs=1, budget_seconds=None, learning_rate=0.1, seed=0,
-                         run_dir=tmp_path, checkpoint_every_steps=100)
-    watcher = _python(WATCHER.format(False), str(tmp_path))
-    assert watcher.stdout.readline().strip() == "ready"
-    first = watcher.stdout.readline()  # blocks until the final checkpoint was evaluated
-    assert first.startswith("After 10 training steps")
-    watcher.send_signal(signal.SIGINT)
-    out, err = watcher.communicate(timeout=30)
-    assert watcher.returncode == 0
+                         run_dir=tmp_path / "run", checkpoint_every_steps=100)
+    command = [sys.executable, "-m", "xferbench.cli", "evaluate", "--watch", str(tmp_path / "run"),
+               "--interval", "0.2"]
+    with Child(command, log_dir=tmp_path / "log") as watcher:
+        # The known point: the final checkpoint was evaluated, so the watcher is in its polling loop.
+        watcher.wait_for_output("After 10 training steps")
+        watcher.send(signum)
+        assert watcher.wait(timeout=60) == exit_code, watcher.stderr()[-3000:]
+        err = watcher.stderr()
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert ("stopped by SIGTERM" in err) == (signum == signal.SIGTERM), err
 
 
 def _no_dropout(seed: int = 0):

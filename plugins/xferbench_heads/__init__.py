@@ -15,7 +15,7 @@ from xferbench import HeadSpec, Option, hookimpl
 DEFAULT_C_GRID = "1e-4,1e-3,1e-2,1e-1,1,1e1,1e2,1e3,1e4"
 
 SOFTMAX_OPTIONS = (
-    Option("learning_rate", float, 0.01, "SGD step size (retrain.py: 0.01)", min=0),
+    Option("learning_rate", float, 0.01, "SGD step size (retrain.py: 0.01)", gt=0),
     Option("batch_size", int, 100, "examples per step, drawn at random like retrain.py", min=1),
     Option("steps", int, 4000, "training steps (retrain.py: 4000)", min=1),
     Option("eval_every", int, 10, "steps between validation evaluations (progress curve)", min=1),
@@ -33,7 +33,7 @@ MLP_OPTIONS = (
     Option("hidden", int, 512, "hidden units", min=1),
     Option("dropout", float, 0.5, "dropout rate on the hidden layer while training", min=0, max=0.95),
     Option("optimizer", str, "adam", "update rule", choices=("adam", "sgd")),
-    Option("learning_rate", float, 1e-3, "step size", min=0),
+    Option("learning_rate", float, 1e-3, "step size", gt=0),
     Option("epochs", int, 30, "passes over the training set", min=1),
     Option("batch_size", int, 64, "examples per step", min=1),
     Option("weight_decay", float, 0.0, "L2 penalty on the weights", min=0),

@@ -38,6 +38,10 @@ class SoftmaxHead(NumpyTrainedHead):
     name = "softmax"
     OPTIONS = SOFTMAX_OPTIONS
 
+    @property
+    def total_steps(self) -> int:  # type: ignore[override]
+        return self.options["steps"]
+
     def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              num_classes: int, seed: int, on_progress: ProgressCallback | None) -> None:
         x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes)

@@ -13,7 +13,7 @@ _BATCH = Option("batch_size", int, 32, "images per forward pass", min=1)
 
 KERAS_OPTIONS = (
     Option("alpha", float, None, "width multiplier (MobileNet, MobileNetV2, MobileNetV3*); default: the model's",
-           min=0),
+           gt=0),
     Option("input_size", int, None, "square input size in pixels; default: the model's (224, 299, ...)", min=32),
     _BATCH,
     Option("precision", str, "float32", "compute dtype (bfloat16: mixed precision)",

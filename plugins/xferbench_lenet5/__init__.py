@@ -12,7 +12,7 @@ def xferbench_register_backbones(register):
         options=(
             Option("pretrain_on", str, "digits:0-4", "source dataset (and class subset) to pretrain on"),
             Option("pretrain_epochs", int, 20, "epochs of pretraining", min=1),
-            Option("learning_rate", float, 0.003, "Adam learning rate of pretraining", min=0),
+            Option("learning_rate", float, 0.003, "Adam learning rate of pretraining", gt=0),
             Option("batch_size", int, 256, "images per extraction batch", min=1),
         ),
     ))

@@ -52,7 +52,7 @@ def short_name(token: str, limit: int = 32) -> str:
 def _status(run: dict[str, Any]) -> str:
     """``ok``, ``error: ...``, or ``ok`` plus how far training got when a limit stopped it early."""
     if run.get("status") != "ok":
-        return f"error: {run.get('error')}"
+        return f"{run.get('status')}: {run.get('error')}"
     training = run.get("training") or {}
     if training.get("stopped_by") == "budget":
         # The accuracy of a network stopped by --full-budget says little about the method.

@@ -5,35 +5,31 @@ from __future__ import annotations
 import csv
 from typing import Any, TextIO
 
+from xferbench.reporter import Reporter
 from xferbench.results import to_json
 from xferbench_reporters.summary import COLUMNS, summary_rows
 
 
-class JsonReporter:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-
+class JsonReporter(Reporter):
     def report(self, document: dict[str, Any], stream: TextIO) -> None:
-        stream.write(to_json(document))
+        with self.output(stream) as out:
+            out.write(to_json(document))
 
 
-class MarkdownReporter:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-
+class MarkdownReporter(Reporter):
     def report(self, document: dict[str, Any], stream: TextIO) -> None:
-        stream.write("| " + " | ".join(COLUMNS) + " |\n")
-        stream.write("|" + "---|" * len(COLUMNS) + "\n")
-        for row in summary_rows(document):
-            cells = [row[c].replace("|", "\\|") for c in COLUMNS]
-            stream.write("| " + " | ".join(cells) + " |\n")
+        with self.output(stream) as out:
+            out.write("| " + " | ".join(COLUMNS) + " |\n")
+            out.write("|" + "---|" * len(COLUMNS) + "\n")
+            for row in summary_rows(document):
+                cells = [row[c].replace("|", "\\|") for c in COLUMNS]
+                out.write("| " + " | ".join(cells) + " |\n")
 
 
-class CsvReporter:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-
+class CsvReporter(Reporter):
     def report(self, document: dict[str, Any], stream: TextIO) -> None:
-        writer = csv.DictWriter(stream, fieldnames=list(COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(summary_rows(document))
+        delimiter = {"tab": "\t"}.get(self.options.get("delimiter") or ",", self.options.get("delimiter") or ",")
+        with self.output(stream) as out:
+            writer = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n", delimiter=delimiter)
+            writer.writeheader()
+            writer.writerows(summary_rows(document))

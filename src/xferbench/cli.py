@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from xferbench import __version__
-from xferbench.errors import UserError
+from xferbench.errors import Interrupted, UserError, interrupt_exit_code
 
 # `xferbench run` alone is exactly this command line (lenet5's pretrain_on defaults to digits:0-4).
 DEFAULT_RUN = ["--backbone", "lenet5", "--dataset", "digits:5-9", "--head", "softmax",
                "--compare", "transfer,full", "--backbone-opt", "pretrain_on=digits:0-4"]
-KINDS = ("backbones", "datasets", "heads", "reporters")
+KINDS = ("backbones", "datasets", "heads", "methods", "reporters", "commands")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +54,8 @@ def _split_tokens(text: str, known: Any) -> list[str]:
     return tokens
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
+    """The argument parser; ``catalog``'s plugin commands become subcommands too."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--no-plugin", action="append", default=[], metavar="NAME",
                         help="do not load this plugin (repeatable; also XFERBENCH_DISABLE_PLUGINS)")
@@ -73,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="digits:5-9",
                      help="dataset name(s); NAME:SUBSET selects classes (default digits:5-9)")
     run.add_argument("--head", default="softmax", help="head name(s) for transfer (default softmax)")
-    run.add_argument("--compare", default="transfer,full",
-                     help="methods: transfer, full, finetune (default transfer,full)")
+    run.add_argument("--compare", default=None,
+                     help="methods, e.g. transfer,full,finetune (see xferbench list methods; default: transfer, "
+                          "and full where the backbone supports it)")
     run.add_argument("--shots", default="all", help="training images per class, e.g. 1,5,10,all")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--weights", type=Path, help="a local weights file for the backbone")
@@ -84,15 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="go on with an interrupted run: the same command again, keeping its finished runs; "
                           "full training continues from its newest checkpoint")
     run.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
+    _add_report_arguments(run)
     run.add_argument("--full-epochs", type=int, help="epochs of full retraining / fine-tuning (default 30)")
     run.add_argument("--full-budget", help="wall-time limit of full retraining, e.g. 90s or 10m")
     run.add_argument("--show-misclassified", action="store_true",
                      help="list misclassified test images (retrain.py --print_misclassified_test_images)")
-    for kind in ("backbone", "dataset", "head"):
+    for kind in ("backbone", "dataset", "head", "method"):
         run.add_argument(f"--{kind}-opt", action="append", default=[], metavar="K=V",
                          help=f"an option for the {kind} (repeatable; see xferbench list {kind}s)")
 
-    lst = sub.add_parser("list", parents=[common], help="list backbones, datasets, heads and reporters")
+    lst = sub.add_parser("list", parents=[common], help="list backbones, datasets, heads, methods, reporters, commands")
     lst.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
     sub.add_parser("plugins", parents=[common], help="list loaded plugins, their versions and origins")
 
@@ -130,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("result", type=Path, metavar="RESULT.json")
     report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
     report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
+    _add_report_arguments(report)
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="watch a training run's checkpoints")
     evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
@@ -138,25 +145,83 @@ def build_parser() -> argparse.ArgumentParser:
     from xferbench import cache_admin
 
     cache_admin.add_parser(sub, common)
+    for spec in (catalog.commands if catalog is not None else ()):
+        command = sub.add_parser(spec.name, parents=[common], help=f"{spec.description} (plugin {spec.plugin})")
+        arguments = spec.load_arguments()
+        if arguments is not None:
+            arguments(command)
     return parser
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--report", metavar="NAME[,NAME..]",
+                        help="reporters to run, e.g. table,markdown (see xferbench list reporters; default: --format)")
+    parser.add_argument("--reporter-opt", action="append", default=[], metavar="NAME.K=V",
+                        help="an option of one reporter, e.g. markdown.output=results.md (repeatable)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    if args.command is None:
-        parser.print_help()
-        return 0
     try:
-        return _dispatch(args, args_list)
+        with stop_signals_interrupt():
+            parser = build_parser(_plugin_commands(args_list))
+            args = parser.parse_args(args_list)
+            if args.command is None:
+                parser.print_help()
+                return 0
+            return _dispatch(args, args_list)
     except UserError as exc:
         print(f"xferbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("xferbench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _tell(f"xferbench: {_stopped(exc)}")
+        return interrupt_exit_code(exc)
+
+
+# SIGTERM (`kill PID`, `timeout`, batch schedulers, Kubernetes) and SIGHUP (the terminal went away) stop
+# xferbench just as Ctrl-C (SIGINT) does: finished work is kept and the exit code is 128 + the signal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM and SIGHUP raise :class:`~xferbench.errors.Interrupted`, a KeyboardInterrupt.
+
+    A signal that was ignored when the process started (``nohup`` ignores SIGHUP) stays ignored,
+    as the Unix convention wants; Python itself leaves SIGINT ignored in that case too. Only the
+    first stop signal raises: a second one takes its default action, so a repeated ``kill`` still
+    ends a process that is slow to clean up.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works only there
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    # None: a handler set outside Python, left alone.
+    caught = [signum for signum, handler in previous.items() if handler not in (signal.SIG_IGN, None)]
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        for each in caught:
+            signal.signal(each, signal.SIG_DFL)
+        raise Interrupted(signum)
+
+    for signum in caught:
+        signal.signal(signum, raise_interrupted)
+    try:
+        yield
+    finally:
+        for signum in caught:
+            signal.signal(signum, previous[signum])
+
+
+def _stopped(exc: KeyboardInterrupt) -> str:
+    return f"stopped by {exc.signal_name}" if isinstance(exc, Interrupted) else "interrupted"
+
+
+def _tell(line: str) -> None:
+    """A last line on stderr, which may be gone: after SIGHUP the terminal is (EIO)."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def import_tensorflow_quietly() -> None:
@@ -175,6 +240,35 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
     import tensorflow  # noqa: F401,F811
+
+
+_BUILT_IN_COMMANDS = ("run", "list", "plugins", "fetch", "extract", "export", "predict", "compare", "report",
+                      "evaluate", "cache")
+
+
+def _plugin_commands(argv: list[str]) -> Any:
+    """The catalog, when the command line may name a plugin's subcommand (or asks for help); else None.
+
+    Built-in commands load the plugins themselves, after parsing, so that `--no-plugin` applies.
+    """
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    if first in _BUILT_IN_COMMANDS:
+        return None
+    blocked = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--no-plugin"]
+    blocked += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--no-plugin=")]
+    from xferbench.plugin_manager import load_catalog
+
+    try:
+        catalog = load_catalog(blocked=blocked)
+    except UserError:
+        if first is None:  # plain --help still works with a broken plugin installed
+            return None
+        raise
+    for spec in catalog.commands:
+        if spec.name in _BUILT_IN_COMMANDS:
+            raise UserError(f"plugin {spec.plugin!r} registers a command {spec.name!r}, which xferbench has already; "
+                            f"block it with --no-plugin {spec.plugin}")
+    return catalog
 
 
 def _catalog(args: argparse.Namespace) -> Any:
@@ -233,12 +327,16 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         import_tensorflow_quietly()
         watch(args.watch, interval=args.interval, until_done=args.until_done)
         return 0
-    raise AssertionError(args.command)
+    catalog = _catalog(args)
+    spec, _ = catalog.commands.resolve(args.command)
+    return int(spec.load_factory()(args, _context(args, catalog)) or 0)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    from xferbench.plan import DEFAULT_METHODS
 
     catalog = _catalog(args)
     console = Console()
@@ -250,6 +348,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         table.add_column("options")
         for spec in catalog.registry(kind[:-1]):
             table.add_row(spec.label, spec.plugin, spec.description, "\n".join(o.describe() for o in spec.options))
+        if kind == "methods":
+            table.caption = f"default --compare: {','.join(DEFAULT_METHODS)} (a method a backbone cannot do is skipped)"
         console.print(table)
     return 0
 
@@ -272,7 +372,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 # Options of `run` that only change how the output looks or where it comes from: --resume may take them.
-_NOT_RUN_SETTINGS = {"command", "quiet", "format", "resume", "no_plugin", "cache_dir"}
+_NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir"}
 
 
 def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
@@ -293,6 +393,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
     argv = list(command[1:])
     resumed = build_parser().parse_args(argv)
     resumed.quiet, resumed.format, resumed.resume, resumed.output = args.quiet, args.format, path, path
+    resumed.report, resumed.reporter_opt = args.report, args.reporter_opt
     resumed.no_plugin = args.no_plugin or resumed.no_plugin
     # The same cache: its bottlenecks and pretrained weights are what make resuming cheap.
     recorded = (document.get("options") or {}).get("cache_dir")
@@ -301,6 +402,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from xferbench.lifecycle import ReporterBridge
     from xferbench.options import parse_assignments
     from xferbench.results import check_writable, default_output_path
     from xferbench.runner import Runner, RunRequest, parse_duration, parse_shots
@@ -309,16 +411,17 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume is not None:
         args, argv, interrupted = _resume_arguments(args)
     catalog = _catalog(args)
-    reporter_spec, _ = catalog.reporters.resolve(args.format)
+    reporters = _reporters(catalog, args)
     request = RunRequest(
         backbones=_split_list(args.backbone),
         datasets=_split_tokens(args.dataset, catalog.datasets),
         heads=_split_list(args.head),
-        methods=_split_list(args.compare),
+        methods=None if args.compare is None else _split_list(args.compare),
         shots=parse_shots(args.shots),
         backbone_options=parse_assignments(args.backbone_opt, "--backbone-opt"),
         dataset_options=parse_assignments(args.dataset_opt, "--dataset-opt"),
         head_options=parse_assignments(args.head_opt, "--head-opt"),
+        method_options=parse_assignments(args.method_opt, "--method-opt"),
         full_epochs=args.full_epochs,
         full_budget_seconds=parse_duration(args.full_budget) if args.full_budget else None,
         show_misclassified=args.show_misclassified,
@@ -331,43 +434,77 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     context = _context(args, catalog, seed=args.seed, weights=args.weights, data_dir=args.data_dir)
     runner = Runner(request, context, output, resume=interrupted)
     import_tensorflow_quietly()
+    bridge = ReporterBridge(reporters)
+    catalog.pm.register(bridge, name="xferbench-reporters")
     try:
         document = runner.run()
-    except KeyboardInterrupt:
-        print(f"xferbench: interrupted; finished runs are in {output}; go on with: xferbench run --resume {output}",
-              file=sys.stderr)
-        return 130
-    failures = [run for run in document["runs"] if run.get("status") != "ok"]
+    except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM or SIGHUP as Interrupted
+        _tell(f"xferbench: {_stopped(exc)}; finished runs are in {output}; go on with: "
+              f"xferbench run --resume {shlex.quote(str(output))}")
+        return interrupt_exit_code(exc)
+    finally:
+        catalog.pm.unregister(bridge)
+    for reporter in reporters:  # also when every run failed: a failure gets logged too
+        reporter.report(document, sys.stdout)
+    failures = [run for run in document["runs"] if run.get("status") not in ("ok", "skipped")]
     if document["runs"] and len(failures) == len(document["runs"]):
         # Nothing ran: that is a plain user error (bad subset, missing files, ...), not a result.
         errors = list(dict.fromkeys(str(run["error"]) for run in failures))
         first = errors[0] if len(errors) == 1 else f"all {len(failures)} runs failed, the first with: {errors[0]}"
         raise UserError(f"{first} (results: {output})")
-    reporter = reporter_spec.load_factory()(reporter_spec.validate({}))
-    reporter.report(document, sys.stdout)
-    if args.show_misclassified and args.format == "table":
+    if args.show_misclassified and "table" in _reporter_names(args):
         _print_misclassified(document)
     if not args.quiet:
         print(f"results: {output}", file=sys.stderr)
     return 1 if failures else 0
 
 
+def _reporter_names(args: argparse.Namespace) -> list[str]:
+    return _split_list(args.report) if args.report else [args.format]
+
+
+def _reporters(catalog: Any, args: argparse.Namespace) -> list[Any]:
+    """The reporters of ``--report`` (else ``--format``), each with its ``--reporter-opt NAME.K=V`` options."""
+    from xferbench.options import parse_assignments
+
+    names = _reporter_names(args)
+    if not names:
+        raise UserError("--report is empty; name at least one reporter (see xferbench list reporters)")
+    per_reporter: dict[str, list[str]] = {}
+    for item in args.reporter_opt:
+        name, dot, assignment = item.partition(".")
+        if not dot or not name or "=" not in assignment:
+            raise UserError(f"--reporter-opt expects NAME.KEY=VALUE, got {item!r}")
+        if name not in names:
+            raise UserError(f"--reporter-opt {item}: reporter {name!r} is not among --report {','.join(names)}")
+        per_reporter.setdefault(name, []).append(assignment)
+    reporters = []
+    for name in dict.fromkeys(names):
+        spec, arg = catalog.reporters.resolve(name)
+        options = spec.validate(parse_assignments(per_reporter.get(name), f"--reporter-opt {name}"))
+        reporters.append(spec.load_factory()(options))
+    return reporters
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     from xferbench.extraction import write_npz
     from xferbench.options import parse_assignments
-    from xferbench.runner import Runner, RunRequest
+    from xferbench.plan import validated
 
     if args.out.suffix != ".npz":
         raise UserError(f"--out {args.out}: the features file must end in .npz")
     catalog = _catalog(args)
-    request = RunRequest(backbones=[args.backbone], datasets=_split_tokens(args.dataset, catalog.datasets), heads=[],
-                         methods=["transfer"],
-                         backbone_options=parse_assignments(args.backbone_opt, "--backbone-opt"),
-                         dataset_options=parse_assignments(args.dataset_opt, "--dataset-opt"))
+    datasets = _split_tokens(args.dataset, catalog.datasets)
+    if len(datasets) != 1:
+        raise UserError(f"--dataset {args.dataset!r}: extract takes one dataset")
+    (spec, options), = validated(catalog.backbones, [args.backbone],
+                                 parse_assignments(args.backbone_opt, "--backbone-opt")).values()
+    (_, dataset_options), = validated(catalog.datasets, datasets,
+                                      parse_assignments(args.dataset_opt, "--dataset-opt")).values()
     context = _context(args, catalog, seed=args.seed, weights=args.weights, data_dir=args.data_dir)
-    runner = Runner(request, context, output=args.out.with_suffix(".json"))
-    dataset = context.load_dataset(request.datasets[0], runner.dataset_specs[request.datasets[0]][1])
-    backbone = runner.make_backbone(args.backbone)
+    dataset = context.load_dataset(datasets[0], dataset_options)
+    _, arg = catalog.backbones.resolve(args.backbone)
+    backbone = spec.load_factory()(arg, options, context)
     backbone.prepare(context)
     extraction = write_npz(args.out, backbone, dataset, context)
     print(f"{args.out}: {extraction.features.shape[0] - len(extraction.failed)} images x "
@@ -392,10 +529,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from xferbench.results import load_document
 
+    reporters = _reporters(_catalog(args), args)
     document = load_document(args.result)
-    catalog = _catalog(args)
-    spec, _ = catalog.reporters.resolve(args.format)
-    spec.load_factory()(spec.validate({})).report(document, sys.stdout)
+    for reporter in reporters:
+        reporter.report(document, sys.stdout)
     if args.plot is not None:
         from xferbench.plots import write_plots
 
@@ -409,7 +546,7 @@ def _print_misclassified(document: dict[str, Any]) -> None:
     for run in document["runs"]:
         if run.get("status") != "ok" or run.get("misclassified") is None:
             continue
-        head = f" {run['head']}" if run["method"] == "transfer" else ""
+        head = f" {run['head']}" if run['head'] != '-' else ""
         print(f"misclassified test images, {run['method']}{head} {run['backbone']} on {run['dataset']} "
               f"({run['shots']} shots): {len(run['misclassified'])} of {run['n_test']}")
         for item in run["misclassified"]:

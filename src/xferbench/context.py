@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xferbench.data import ImageDataset, select_classes
+from xferbench.data import ImageDataset, check_examples, select_classes
 from xferbench.errors import UserError
 from xferbench.plugin_manager import Catalog
 from xferbench.progress import Progress
@@ -26,7 +26,7 @@ class RunContext:
     progress: Progress = field(default_factory=Progress)
 
     def load_dataset(self, token: str, options: Mapping[str, Any] | None = None) -> ImageDataset:
-        """Resolve ``name[:arg]``, validate options and load it (class subset applied)."""
+        """Resolve ``name[:arg]``, validate options and load it (examples checked, class subset applied)."""
         spec, arg = self.catalog.datasets.resolve(token)
         opts = spec.validate(options or {})
         factory = spec.load_factory()
@@ -35,6 +35,7 @@ class RunContext:
         if not isinstance(dataset, ImageDataset):
             raise UserError(f"dataset {spec.name!r} (plugin {spec.plugin}) returned {type(dataset).__name__}, "
                             f"not an ImageDataset")
+        check_examples(dataset, f"dataset {spec.name!r} (plugin {spec.plugin})")
         if subset:
             dataset = select_classes(dataset, subset)
         if not dataset.examples:

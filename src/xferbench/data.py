@@ -53,6 +53,29 @@ class ImageDataset:
         return {reason: len(keys) for reason, keys in sorted(self.skipped_files.items())}
 
 
+def check_examples(dataset: ImageDataset, owner: str) -> None:
+    """Refuse what would silently corrupt a run: a repeated key, an unknown split, a label that is no class.
+
+    ``owner`` names the dataset in the one-line UserError, e.g. ``"dataset 'bars' (plugin example)"``.
+    """
+    num_classes = len(dataset.class_names)
+    seen: set[str] = set()
+    for example in dataset.examples:
+        key = example.key
+        if key in seen:
+            raise UserError(f"{owner}: two examples have the key {key!r}; keys must be unique (a key names one "
+                            f"image in the feature cache and the results)")
+        seen.add(key)
+        if example.split not in SPLITS:
+            raise UserError(f"{owner}: example {key!r} has split {example.split!r}; use one of: {', '.join(SPLITS)}")
+        label = example.label
+        if isinstance(label, bool) or not isinstance(label, int | np.integer):
+            raise UserError(f"{owner}: example {key!r} has label {label!r}; labels are class indices (int)")
+        if not 0 <= label < num_classes:
+            raise UserError(f"{owner}: example {key!r} has label {label}, outside 0-{num_classes - 1} "
+                            f"(the dataset has {num_classes} class names)")
+
+
 def parse_class_subset(text: str, class_names: Sequence[str], dataset: str) -> list[int]:
     """``"0-4"``, ``"0,2,7"`` or ``"daisy,roses"`` -> sorted class indices."""
     chosen: set[int] = set()

@@ -15,34 +15,29 @@ from typing import Any
 import numpy as np
 
 from xferbench import training
-from xferbench.errors import UserError
+from xferbench.errors import Interrupted, UserError
+from xferbench.run_folder import RunFolder
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist; pass the folder a training run writes "
-                        f"(it holds status.json and checkpoints/)")
-
-
-def latest_checkpoint(run_dir: Path, status: dict[str, Any]) -> str | None:
-    """Path prefix of the newest checkpoint, or None before the first one."""
-    import tensorflow as tf
-
-    return tf.train.latest_checkpoint(str(run_dir / status.get("checkpoint_dir", training.CHECKPOINT_DIR)))
+def _open_run_folder(run_dir: Path | str) -> RunFolder:
+    folder = RunFolder(run_dir)
+    if not folder.exists():
+        raise UserError(f"run folder {folder.path} does not exist; pass the folder a training run writes "
+                        f"(its run_dir in the results JSON)")
+    return folder
 
 
 def evaluate_checkpoint(run_dir: Path | str, checkpoint: str | None = None) -> tuple[int, float | None]:
     """Restore ``checkpoint`` (default: the newest) with EMA weights; return (step, validation accuracy)."""
-    run_dir = Path(run_dir)
-    _check_run_dir(run_dir)
-    status = training.read_status(run_dir)
+    folder = _open_run_folder(run_dir)
+    status = folder.read_status()
     if status is None:
-        raise UserError(f"{run_dir} holds no status.json yet; has training started there?")
-    checkpoint = checkpoint or latest_checkpoint(run_dir, status)
+        raise UserError(f"{folder.path} holds no training status yet; has training started there?")
+    checkpoint = checkpoint or folder.latest_checkpoint(status)
     if checkpoint is None:
-        raise UserError(f"{run_dir} holds no checkpoint yet")
-    x_val, y_val = training.load_val(run_dir)
-    model = training.rebuild_model(run_dir, status)
+        raise UserError(f"{folder.path} holds no checkpoint yet")
+    x_val, y_val = folder.load_val()
+    model = folder.rebuild_model(status)
     step = training.load_checkpoint(model, checkpoint)
     return step, training.accuracy_of(model, x_val, y_val)
 
@@ -61,14 +56,14 @@ def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
           out: Callable[[str], None] = _print_now) -> list[tuple[int, float | None]]:
     """Evaluate each new checkpoint of ``run_dir`` as it appears; return what was printed.
 
-    Runs until interrupted (Ctrl-C returns normally), or with ``until_done`` until the
-    final checkpoint has been evaluated once status.json says training is done. A
-    checkpoint that training deletes (it keeps the newest 5) before it is read is skipped.
+    Runs until interrupted (Ctrl-C returns normally; SIGTERM or SIGHUP, raised by the CLI as
+    :class:`~xferbench.errors.Interrupted`, propagate), or with ``until_done`` until the final
+    checkpoint has been evaluated once the run's status says training is done. A checkpoint that
+    training deletes (it keeps the newest 5) before it is read is skipped.
     """
     import tensorflow as tf
 
-    run_dir = Path(run_dir)
-    _check_run_dir(run_dir)
+    folder = _open_run_folder(run_dir)
     seen: set[str] = set()
     results: list[tuple[int, float | None]] = []
     model: Any = None
@@ -76,20 +71,20 @@ def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
     try:
         while True:
             # status before checkpoint: training saves its last checkpoint before it writes done.
-            status = training.read_status(run_dir)
-            newest = latest_checkpoint(run_dir, status) if status is not None else None
+            status = folder.read_status()
+            newest = folder.latest_checkpoint(status) if status is not None else None
             if newest is not None and newest not in seen:
                 seen.add(newest)
                 if model is None:
-                    model = training.rebuild_model(run_dir, status)
-                    val = training.load_val(run_dir)
+                    model = folder.rebuild_model(status)
+                    val = folder.load_val()
                 assert val is not None
                 try:
                     step = training.load_checkpoint(model, newest)
                 except tf.errors.OpError as exc:
                     # Training keeps only the newest 5; one deleted under us is skipped, the
                     # next poll finds a newer one. Anything else is a real failure.
-                    if Path(newest + ".index").exists():
+                    if folder.checkpoint_exists(newest):
                         raise UserError(f"cannot restore checkpoint {newest}: {' '.join(exc.message.split())}") from None
                     continue
                 accuracy = training.accuracy_of(model, *val)
@@ -98,5 +93,7 @@ def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
             if until_done and status is not None and status.get("done") and newest in seen:
                 return results
             time.sleep(interval)
+    except Interrupted:
+        raise  # SIGTERM or SIGHUP (the CLI turns them into Interrupted): the process was stopped, not done
     except KeyboardInterrupt:
         return results

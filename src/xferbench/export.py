@@ -26,12 +26,14 @@ import numpy as np
 from xferbench.backbone import Backbone
 from xferbench.context import RunContext
 from xferbench.errors import UserError
-from xferbench.runner import HEAD_FILE, LABELS_FILE, RUN_FILE
+from xferbench.run_folder import RunFolder, read_labels, write_labels
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 #: what xferbench itself writes next to saved_model.pb: where the model came from
 EXPORT_FILE = "xferbench_export.json"
+#: the class names next to saved_model.pb (and as its asset), one per line in output order
+LABELS_FILE = "labels.txt"
 EXPORT_FORMAT = 1
 #: images per call of the serving signature in :func:`predict`
 PREDICT_BATCH = 32
@@ -55,17 +57,19 @@ class TransferRun:
 
 
 def read_run(run_dir: Path) -> TransferRun:
-    """Read and check a run directory written by ``save_transfer_run``; one-line UserError if unusable."""
-    run_dir = Path(run_dir)
+    """Read and check a run directory written by ``RunFolder.save_transfer_run``; one-line UserError if unusable."""
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
     hint = "pass a transfer run's run_dir from the results JSON (made by xferbench run --compare transfer)"
-    if not run_dir.is_dir():
+    if not folder.exists():
         raise UserError(f"--run {run_dir}: no such directory; {hint}")
-    for name in (RUN_FILE, HEAD_FILE, LABELS_FILE):
-        if not (run_dir / name).is_file():
-            raise UserError(f"--run {run_dir}: no {name} in it, so it is not a transfer run directory; {hint}")
+    missing = folder.missing_transfer_file()
+    if missing is not None:
+        raise UserError(f"--run {run_dir}: no {missing} in it, so it is not a transfer run directory; {hint}")
+    run_file = folder.run_file.name
     try:
-        record = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        labels = _read_labels(run_dir / LABELS_FILE)
+        record = folder.read_run_record()
+        labels = folder.read_labels()
         run = TransferRun(
             path=run_dir, backbone=str(record["backbone"]), backbone_options=dict(record["backbone_options"]),
             weights=Path(record["weights"]) if record.get("weights") else None,
@@ -75,11 +79,11 @@ def read_run(run_dir: Path) -> TransferRun:
             record=record)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
-        raise UserError(f"--run {run_dir}: {RUN_FILE} is damaged ({detail}); run the experiment again") from None
+        raise UserError(f"--run {run_dir}: {run_file} is damaged ({detail}); run the experiment again") from None
     if record.get("method", "transfer") != "transfer":
         raise UserError(f"--run {run_dir}: only transfer runs can be exported, this is a {record['method']!r} run")
     if labels != run.class_names:
-        raise UserError(f"--run {run_dir}: {LABELS_FILE} does not match the class names in {RUN_FILE}; "
+        raise UserError(f"--run {run_dir}: {folder.labels_file.name} does not match the class names in {run_file}; "
                         f"run the experiment again")
     return run
 
@@ -88,14 +92,14 @@ def rebuild_backbone(run: TransferRun, context: RunContext) -> Backbone:
     """The run's backbone with its saved options, cache, weights and seed, prepared and verified."""
     # Relative paths in run.json are relative to where the run was started; say so when they miss.
     if not run.cache_dir.is_dir():
-        raise UserError(f"the run's cache folder {run.cache_dir} (from {run.path / RUN_FILE}) does not exist here; "
+        raise UserError(f"the run's cache folder {run.cache_dir} (from {RunFolder(run.path).run_file}) does not exist here; "
                         f"export from the folder the run was started in, on the same machine")
     if run.weights is not None and not run.weights.exists():
-        raise UserError(f"the run's weights file {run.weights} (from {run.path / RUN_FILE}) does not exist here; "
+        raise UserError(f"the run's weights file {run.weights} (from {RunFolder(run.path).run_file}) does not exist here; "
                         f"export on the machine and from the folder the run was started in")
     spec, arg = context.catalog.backbones.resolve(run.backbone)
     if not spec.parametric and arg:
-        raise UserError(f"backbone {spec.name!r} takes no argument, got {run.backbone!r} in {run.path / RUN_FILE}")
+        raise UserError(f"backbone {spec.name!r} takes no argument, got {run.backbone!r} in {RunFolder(run.path).run_file}")
     options = spec.validate(run.backbone_options)
     run_context = RunContext(catalog=context.catalog, cache_dir=run.cache_dir, seed=run.seed, weights=run.weights,
                              data_dir=context.data_dir or run.data_dir, progress=context.progress)
@@ -115,7 +119,7 @@ def rebuild_backbone(run: TransferRun, context: RunContext) -> Backbone:
 def _load_head(run: TransferRun) -> Any:
     import keras
 
-    path = run.path / HEAD_FILE
+    path = RunFolder(run.path).head_file
     try:
         head = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged archive
@@ -168,7 +172,7 @@ def export_run(run_dir: Path, out: Path, context: RunContext) -> Path:
     tmp.mkdir()
     try:
         labels = tmp / LABELS_FILE
-        labels.write_text("".join(f"{name}\n" for name in run.class_names), encoding="utf-8")
+        write_labels(labels, run.class_names)
         module = build_module(features, head, labels)
         context.progress.log(f"exporting {run.backbone} + {run.record.get('head', 'head')} to {out}")
         try:
@@ -297,7 +301,7 @@ def load_model(model_dir: Path) -> ExportedModel:
     if not labels_path.is_file():
         raise UserError(f"--model {model_dir}: no {LABELS_FILE} in it; {hint}")
     try:
-        labels = _read_labels(labels_path)
+        labels = read_labels(labels_path)
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"--model {model_dir}: cannot read {labels_path.name} ({exc})") from None
     try:
@@ -352,7 +356,3 @@ def predict(model_dir: Path, images: list[Path], top_k: int = 5) -> list[list[tu
         order = np.argsort(-row, kind="stable")[:k]
         results.append([(model.labels[i], float(row[i])) for i in order])
     return results
-
-
-def _read_labels(path: Path) -> list[str]:
-    return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]

@@ -16,6 +16,8 @@ class Head(abc.ABC):
     """A new final layer (or small classifier) on top of frozen features."""
 
     name: str
+    #: how many progress steps ``fit`` will report (the progress bar's total); None: not known ahead
+    total_steps: int | None = None
 
     @abc.abstractmethod
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,

@@ -16,7 +16,11 @@ _FALSE = {"0", "false", "no", "off"}
 
 @dataclass(frozen=True)
 class Option:
-    """One option a backbone, dataset or head accepts."""
+    """One option a backbone, dataset or head accepts.
+
+    ``min`` and ``max`` are inclusive bounds (``>=``, ``<=``); ``gt`` and ``lt`` are exclusive
+    ones (``>``, ``<``), e.g. ``gt=0`` for a learning rate that must be positive.
+    """
 
     name: str
     type: type = str
@@ -25,6 +29,23 @@ class Option:
     choices: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+
+    def __post_init__(self) -> None:
+        bounded = [b for b in (self.min, self.max, self.gt, self.lt) if b is not None]
+        if bounded and self.type not in (int, float):
+            raise TypeError(f"option {self.name!r}: bounds need type int or float, not {self.type.__name__}")
+        if (self.min is not None and self.gt is not None) or (self.max is not None and self.lt is not None):
+            raise TypeError(f"option {self.name!r}: give min or gt (max or lt), not both")
+
+    def bounds(self) -> list[str]:
+        """The bounds as ``[">= 1", "< 0.5"]``, lower first."""
+        out = []
+        for symbol, bound in ((">=", self.min), (">", self.gt), ("<=", self.max), ("<", self.lt)):
+            if bound is not None:
+                out.append(f"{symbol} {bound}")
+        return out
 
     def parse(self, raw: Any, owner: str) -> Any:
         """Convert ``raw`` (usually a CLI string) and check it, or raise OptionError."""
@@ -32,10 +53,15 @@ class Option:
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be one of: {allowed}")
-        if self.min is not None and value < self.min:
+        # Written as "not >=" so that NaN fails every bound instead of passing them all.
+        if self.min is not None and not value >= self.min:
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be >= {self.min}")
-        if self.max is not None and value > self.max:
+        if self.max is not None and not value <= self.max:
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be <= {self.max}")
+        if self.gt is not None and not value > self.gt:
+            raise OptionError(f"{owner}: option {self.name}={raw!r} must be > {self.gt}")
+        if self.lt is not None and not value < self.lt:
+            raise OptionError(f"{owner}: option {self.name}={raw!r} must be < {self.lt}")
         return value
 
     def _convert(self, raw: Any, owner: str) -> Any:
@@ -62,10 +88,11 @@ class Option:
             raise OptionError(f"{owner}: option {self.name}={raw!r} is not {kind}") from None
 
     def describe(self) -> str:
-        """One line for ``xferbench list``: ``name=default (type): help``."""
+        """One line for ``xferbench list``: ``name=default (type, bounds) help``, e.g. ``lr=0.01 (float, > 0) ...``."""
         kind = self.type.__name__
         if self.choices:
             kind = "|".join(map(str, self.choices))
+        kind = ", ".join([kind, *self.bounds()])
         return f"{self.name}={self.default} ({kind}) {self.help}".rstrip()
 
 

@@ -12,15 +12,8 @@ from typing import Any
 from xferbench.atomic import atomic_write_text
 from xferbench.errors import UserError
 
-SCHEMA_VERSION = 1
-
-#: fields every entry of ``runs`` has (see docs/results.md)
-RUN_FIELDS = (
-    "backbone", "dataset", "head", "method", "shots", "status", "error",
-    "n_train", "n_val", "n_test", "skipped_files",
-    "test_accuracy", "test_accuracy_ci", "extract_images_per_second", "extract_seconds",
-    "train_seconds", "cache_hits",
-)
+SCHEMA_VERSION = 2
+SCHEMA_FILE = f"schema/results-v{SCHEMA_VERSION}.schema.json"
 
 
 def default_output_path(now: dt.datetime | None = None) -> Path:
@@ -93,7 +86,8 @@ def _write_rescue(path: Path, text: str, document: dict[str, Any]) -> Path | Non
     import os
     import tempfile
 
-    stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+    # One name per process: a second failed write (the sweep's last) replaces the first rescue copy.
+    stamp = os.getpid()
     cache_dir = (document.get("options") or {}).get("cache_dir")
     folders = ([Path(str(cache_dir)) / "rescue"] if cache_dir else []) + [Path(tempfile.gettempdir())]
     for folder in folders:
@@ -106,17 +100,39 @@ def _write_rescue(path: Path, text: str, document: dict[str, Any]) -> Path | Non
     return None
 
 
+def build_schema() -> dict[str, Any]:
+    """The JSON Schema of the results document, its runs generated from :class:`RunRecord`.
+
+    The committed copy (``SCHEMA_FILE``) is for readers outside Python; a test keeps it equal.
+    """
+    from importlib import resources
+
+    from xferbench.record import run_schema
+
+    document = json.loads(resources.files("xferbench").joinpath("schema/results-v1.schema.json").read_text())
+    document["$id"] = f"https://xferbench.invalid/schema/results-v{SCHEMA_VERSION}.json"
+    document["title"] = f"xferbench results document, schema_version {SCHEMA_VERSION}"
+    document["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    options = document["properties"]["options"]
+    options["properties"]["compare"] = {"type": "array", "items": {"type": "string"},
+                                        "description": "the methods that ran (--compare)"}
+    options["properties"]["method_options"] = {"type": "object"}
+    document["$defs"]["run"] = run_schema()
+    return document
+
+
 def schema() -> dict[str, Any]:
     """The JSON Schema of the results document (docs/results.md explains the fields)."""
     from importlib import resources
 
-    text = resources.files("xferbench").joinpath(f"schema/results-v{SCHEMA_VERSION}.schema.json").read_text()
-    return json.loads(text)
+    return json.loads(resources.files("xferbench").joinpath(SCHEMA_FILE).read_text())
 
 
 @functools.cache
-def _schema() -> dict[str, Any]:
-    return schema()
+def _schema(version: int) -> dict[str, Any]:
+    from importlib import resources
+
+    return json.loads(resources.files("xferbench").joinpath(f"schema/results-v{version}.schema.json").read_text())
 
 
 def validate_document(document: dict[str, Any]) -> None:
@@ -124,6 +140,32 @@ def validate_document(document: dict[str, Any]) -> None:
     import jsonschema
 
     jsonschema.validate(_clean(document), schema())
+
+
+def migrate(document: dict[str, Any]) -> dict[str, Any]:
+    """A results document of an older schema_version, as the current version has it.
+
+    Version 1 -> 2: every run gets every field of :class:`RunRecord` (defaults where it had none);
+    a v1 ``head`` of ``"-"`` and the method names are kept as they were.
+    """
+    from xferbench.record import RunRecord
+
+    version = document.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return document
+    if version != 1:
+        raise UserError(f"results schema_version {version!r} is unknown; this xferbench reads 1 to {SCHEMA_VERSION}")
+    runs = document.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(run, dict) for run in runs):
+        raise UserError("the results file's 'runs' is not a list of runs")
+    migrated = dict(document)
+    migrated["schema_version"] = SCHEMA_VERSION
+    migrated["migrated_from"] = version
+    options = dict(migrated.get("options") or {})
+    options.setdefault("method_options", {})
+    migrated["options"] = options
+    migrated["runs"] = [{**RunRecord.from_dict(run).to_dict(), **run} for run in runs]
+    return migrated
 
 
 def load_document(path: Path) -> dict[str, Any]:
@@ -144,23 +186,30 @@ def load_document(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not an xferbench results file (no schema_version)")
     version = document["schema_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise UserError(f"{path} has schema_version {version!r}; an xferbench results file has a whole number")
+        raise UserError(f"{path} has an invalid schema_version {version!r}; it is not an xferbench results file")
     if version > SCHEMA_VERSION:
         raise UserError(f"{path} has schema_version {version}; this xferbench reads up to "
                         f"{SCHEMA_VERSION}: upgrade xferbench")
-    problem = schema_problem(document)
+    # Checked as written (an old file against its own schema) before it is migrated, and after.
+    problem = schema_problem(document, version)
+    if problem is None:
+        try:
+            document = migrate(document)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        problem = schema_problem(document)
     if problem:
         raise UserError(f"{path} is not a valid xferbench results file: {problem}")
     return document
 
 
-def schema_problem(document: Any) -> str | None:
-    """The first place where ``document`` breaks the schema, as ``"runs[2].shots: ..."``, or None.
+def schema_problem(document: Any, version: int = SCHEMA_VERSION) -> str | None:
+    """The first place where ``document`` breaks schema ``version``, as ``"document.runs[2].shots ..."``, or None.
 
-    A small validator for the JSON Schema keywords the results schema uses, so reading a file
+    A small validator for the JSON Schema keywords the results schemas use, so reading a file
     needs no jsonschema at run time.
     """
-    root = _schema()
+    root = _schema(version)
     return _check(document, root, root, "document")
 
 

@@ -108,7 +108,36 @@ class HeadSpec(ComponentSpec):
 
 
 @dataclass(frozen=True)
+class MethodSpec(ComponentSpec):
+    """A way to train a classifier for a cell (``transfer``, ``full``, ``finetune``, ...).
+
+    Factory: ``(options) -> Method`` (see :class:`xferbench.method.Method`).
+    """
+
+    kind: ClassVar[str] = "method"
+
+
+@dataclass(frozen=True)
 class ReporterSpec(ComponentSpec):
-    """A result sink. Factory: ``(options) -> Reporter``."""
+    """A result sink. Factory: ``(options) -> Reporter`` (see :class:`xferbench.reporter.Reporter`)."""
 
     kind: ClassVar[str] = "reporter"
+
+
+@dataclass(frozen=True)
+class CommandSpec(ComponentSpec):
+    """A subcommand ``xferbench NAME``.
+
+    ``factory`` is ``(args: argparse.Namespace, context: RunContext) -> int`` (the exit code);
+    ``arguments``, if given, is ``(parser: argparse.ArgumentParser) -> None`` and adds the
+    command's arguments. Both may be lazy ``"module:attr"`` strings.
+    """
+
+    kind: ClassVar[str] = "command"
+
+    arguments: Factory | None = None
+
+    def load_arguments(self) -> Callable[..., Any] | None:
+        if self.arguments is None:
+            return None
+        return resolve_target(self.arguments, f"command {self.name!r} (plugin {self.plugin})")

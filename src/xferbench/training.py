@@ -3,17 +3,10 @@
 A custom loop (``tf.GradientTape`` in a ``tf.function``) keeps an exponential moving
 average of the trainable weights like ``tf.train.ExponentialMovingAverage``; evaluation
 uses the averaged weights. With a ``run_dir`` the loop writes what a separate evaluator
-process (:mod:`xferbench.evaluate`) needs:
-
-``run_dir/status.json``
-    step, done, how to rebuild the model, where the checkpoints are (rewritten atomically);
-``run_dir/model.keras``
-    the architecture (unless a ``rebuild`` target is given);
-``run_dir/val.npz``
-    the validation split (``x``, ``y``; no pickle);
-``run_dir/checkpoints/ckpt-<step>``
-    ``tf.train.Checkpoint`` of ``step``, all model ``weights``, the ``ema`` shadows and the
-    ``optimizer`` state, so an interrupted run can go on from its newest checkpoint (``resume``).
+process (:mod:`xferbench.evaluate`) and a resumed run need: status, the architecture, the
+validation split and ``tf.train.Checkpoint`` files of ``step``, all model ``weights``, the
+``ema`` shadows and the ``optimizer`` state (:class:`xferbench.run_folder.RunFolder` owns
+their layout), so an interrupted run can go on from its newest checkpoint (``resume``).
 
 TensorFlow and Keras are imported inside functions, so importing this module is cheap.
 """
@@ -21,8 +14,6 @@ TensorFlow and Keras are imported inside functions, so importing this module is 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,18 +22,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from xferbench.atomic import atomic_path, atomic_write_text
 from xferbench.errors import UserError
 from xferbench.head import ProgressCallback
-from xferbench.specs import resolve_target
+from xferbench.run_folder import RunFolder
 
-STATUS_FILE = "status.json"
-MODEL_FILE = "model.keras"
-VAL_FILE = "val.npz"
-CHECKPOINT_DIR = "checkpoints"
 OPTIMIZERS = ("sgd", "momentum", "adam")
-# What a previous run left in a run dir; only these are removed when a new run starts there.
-_RUN_FILES = (STATUS_FILE, MODEL_FILE, VAL_FILE)
 
 StopReason = Literal["epochs", "budget"]
 
@@ -145,41 +129,6 @@ def _check_inputs(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: n
     return num_classes
 
 
-def _prepare_run_dir(run_dir: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray,
-                     rebuild: tuple[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """Clear a previous run's files, save the validation split and the model recipe."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
-    # A stale status.json or checkpoint would make a watching evaluator report the old run.
-    for name in _RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    with atomic_path(run_dir / VAL_FILE) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, x=np.asarray(x_val), y=np.asarray(y_val, dtype=np.int64))
-    if rebuild is not None:
-        target, kwargs = rebuild
-        recipe: dict[str, Any] = {"target": target, "kwargs": dict(kwargs)}
-        try:
-            json.dumps(recipe)
-        except TypeError as exc:
-            raise UserError(f"rebuild kwargs for {target!r} must be JSON values: {exc}") from None
-        return recipe
-    try:
-        with atomic_path(run_dir / MODEL_FILE) as tmp:
-            model.save(tmp)
-    except Exception as exc:  # Keras raises many types for unserialisable custom layers
-        raise UserError(f"cannot save the model architecture to {run_dir / MODEL_FILE} "
-                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                        f"pass rebuild=('module:function', kwargs) instead") from None
-    return {"file": MODEL_FILE}
-
-
-def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / STATUS_FILE, json.dumps(status, indent=1) + "\n")
-
-
 def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                 epochs: int | None, budget_seconds: float | None, batch_size: int = 32, learning_rate: float,
                 seed: int, ema_decay: float = 0.99, run_dir: Path | str | None = None,
@@ -215,10 +164,10 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                                 checkpoint_every_steps)
     if not 0.0 <= ema_decay < 1.0:
         raise UserError(f"ema_decay must lie in [0, 1), got {ema_decay}")
-    path = Path(run_dir) if run_dir is not None else None
+    folder = RunFolder(run_dir) if run_dir is not None else None
     settings = {"num_classes": num_classes, "ema_decay": ema_decay, "seed": seed, "batch_size": batch_size,
                 "optimizer": optimizer, "learning_rate": learning_rate, "n_train": len(x_train)}
-    previous = resumable(path, settings) if resume and path is not None else None
+    previous = resumable(folder.path, settings) if resume and folder is not None else None
     prologue_seconds = 0.0
     if previous is None and prologue is not None:
         prologue_started = time.perf_counter()
@@ -260,20 +209,18 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
 
     manager = None
     status: dict[str, Any] = {}
-    if path is not None:
+    if folder is not None:
         checkpoint = tf.train.Checkpoint(step=step_var, weights=[w.value for w in model.weights], ema=shadows,
                                          optimizer=[v.value for v in opt.variables])
-        manager = tf.train.CheckpointManager(checkpoint, str(path / CHECKPOINT_DIR), max_to_keep=5,
-                                             checkpoint_name="ckpt")
+        manager = folder.checkpoint_manager(checkpoint)
         if previous is not None:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             status = previous
         else:
-            recipe = _prepare_run_dir(path, model, x_val, y_val, rebuild)
+            recipe = folder.start_training(model, x_val, y_val, rebuild)
             status = {"step": 0, "done": False, "epochs": 0.0, "seconds": 0.0, "stopped_by": None,
-                      "val_accuracy": None, "model": recipe, "val_file": VAL_FILE, "checkpoint_dir": CHECKPOINT_DIR,
-                      "curve": [], **settings}
-            _write_status(path, status)
+                      "val_accuracy": None, **folder.new_status(recipe), "curve": [], **settings}
+            folder.write_status(status)
 
     # Trace and compile before the clock starts, so a small budget buys training, not tracing.
     train_step.get_concrete_function()
@@ -304,16 +251,16 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
 
     def save(done: bool) -> None:
         nonlocal last_ckpt
-        if manager is None or path is None:
+        if manager is None or folder is None:
             return
         if last_ckpt != step:
             manager.save(checkpoint_number=step)
             last_ckpt = step
-        # The checkpoint is on disk before status.json can say done: an evaluator relies on that order.
+        # The checkpoint is on disk before the status can say done: an evaluator relies on that order.
         status.update(step=step, done=done, epochs=round(step / steps_per_epoch, 4), val_accuracy=val_acc,
                       seconds=round(time.perf_counter() - started, 4), stopped_by=stopped_by if done else None,
                       curve=curve)
-        _write_status(path, status)
+        folder.write_status(status)
 
     # The batch order is the seeded permutation of each epoch: replay the finished epochs' draws,
     # then skip the batches of the current epoch that the checkpoint already holds.
@@ -357,51 +304,21 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
 def resumable(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     """The status of an earlier run in ``run_dir`` that training with ``settings`` may go on from.
 
-    None unless its status.json records the same settings (classes, seed, batch size, optimizer,
+    None unless its status records the same settings (classes, seed, batch size, optimizer,
     learning rate, EMA decay, training-set size) and a checkpoint was written.
     """
-    import tensorflow as tf
-
-    status = read_status(Path(run_dir))
-    if not status or not status.get("step") or not tf.train.latest_checkpoint(str(Path(run_dir) / CHECKPOINT_DIR)):
+    folder = RunFolder(run_dir)
+    status = folder.read_status()
+    if not status or not status.get("step") or not folder.latest_checkpoint():
         return None
     if any(status.get(key) != value for key, value in settings.items()):
         return None
     return status
 
 
-# -- reading a run dir back (used by xferbench.evaluate) ----------------------------------
-
-
 def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """The run's status.json, or None while it does not exist yet."""
-    try:
-        return json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {run_dir / STATUS_FILE}: {exc}") from None
-
-
-def rebuild_model(run_dir: Path, status: Mapping[str, Any]) -> Any:
-    """The run's architecture, from its ``rebuild`` target or its ``model.keras`` file."""
-    import keras
-
-    recipe = status.get("model") or {}
-    if "target" in recipe:
-        return resolve_target(recipe["target"], f"run {run_dir}")(**recipe.get("kwargs", {}))
-    if "file" in recipe:
-        return keras.models.load_model(run_dir / recipe["file"], compile=False)
-    raise UserError(f"{run_dir / STATUS_FILE} does not say how to rebuild the model")
-
-
-def load_val(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The validation split saved at the start of training."""
-    try:
-        with np.load(run_dir / VAL_FILE, allow_pickle=False) as data:
-            return data["x"], data["y"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise UserError(f"cannot read the validation split {run_dir / VAL_FILE}: {exc}") from None
+    """The status of a training run in ``run_dir``, or None while it has none yet."""
+    return RunFolder(run_dir).read_status()
 
 
 def load_checkpoint(model: Any, checkpoint_path: str) -> int:

@@ -20,7 +20,9 @@ def test_registers_one_component_of_each_kind_under_the_plugin_name(catalog: Cat
     assert [(s.name, s.plugin) for s in catalog.backbones] == [("pixels", "example")]
     assert [(s.name, s.plugin) for s in catalog.datasets] == [("bars", "example")]
     assert [(s.name, s.plugin) for s in catalog.heads] == [("centroid", "example")]
-    assert len(catalog.reporters) == 0
+    assert [(s.name, s.plugin) for s in catalog.methods] == [("knn", "example")]
+    assert [(s.name, s.plugin) for s in catalog.reporters] == [("jsonl", "example")]
+    assert [(s.name, s.plugin) for s in catalog.commands] == [("bars-folder", "example")]
     assert isinstance(next(iter(catalog.backbones)), BackboneSpec)
     assert isinstance(next(iter(catalog.datasets)), DatasetSpec)
     assert isinstance(next(iter(catalog.heads)), HeadSpec)
