@@ -26,7 +26,7 @@ from xferbench.data import parse_class_subset
 from xferbench.errors import UserError
 from xferbench.options import parse_assignments
 from xferbench.plugin_manager import load_catalog
-from xferbench.results import validate_document
+from xferbench.results import migrate, validate_document
 
 EXAMPLES = 1000
 #: a hang guard, not a speed claim: one parse takes milliseconds
@@ -296,6 +296,7 @@ def base_document(tmp: Path) -> dict[str, Any]:
                       "split_sizes": {"train": 700, "val": 90, "test": 90}, "skipped_files": {}, "warnings": []}],
         "runs": [*runs, failed],
     }
+    document = migrate(document)  # written as version 1, read as the current version
     validate_document(document)
     return document
 

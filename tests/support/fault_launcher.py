@@ -4,8 +4,8 @@
                              [--sigkill-at-entry N [--sigkill-inside]] [--entry-log FILE] -- ARGS...
 
 ``--cache-enospc-after N``: the bottleneck cache's writes fail with ENOSPC after N entries, half
-way through writing the temp file (the disk filled up). ``--results-enospc-at N``: the N-th write
-of the results file (1 = the first) fails with ENOSPC half way through its temp file.
+way through writing the temp file (the disk filled up). ``--results-enospc-at N``: from the N-th
+write of the results file on (1 = the first), each fails with ENOSPC half way through its temp file.
 ``--sigkill-at-entry N``: the process SIGKILLs itself right after storing its N-th cache entry, or
 with ``--sigkill-inside`` after writing that entry's temp file but before renaming it.
 ``--entry-log``: every stored entry's path is appended there (to count entries lost to a kill).
@@ -81,7 +81,7 @@ def _fail_results_write(at: int) -> None:
         if Path(path).parent.name == "rescue" or "xferbench-rescue-" in Path(path).name:
             return original(path, text, encoding)
         calls["n"] += 1
-        if calls["n"] != at:
+        if calls["n"] < at:  # from the at-th write on, the disk stays full
             return original(path, text, encoding)
         from xferbench.atomic import atomic_path
 
