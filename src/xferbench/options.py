@@ -62,6 +62,8 @@ class Option:
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be > {self.gt}")
         if self.lt is not None and not value < self.lt:
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be < {self.lt}")
+        if isinstance(value, float) and not math.isfinite(value):  # "inf", "1e400", or "nan" with no bound
+            raise OptionError(f"{owner}: option {self.name}={raw!r} is not a finite number")
         return value
 
     def _convert(self, raw: Any, owner: str) -> Any:
@@ -79,10 +81,7 @@ class Option:
                 if low in _FALSE:
                     return False
                 raise ValueError(raw)
-            value = self.type(raw)
-            if self.type is float and not math.isfinite(value):  # "nan" or "1e400" would slip past min/max
-                raise OptionError(f"{owner}: option {self.name}={raw!r} is not a finite number")
-            return value
+            return self.type(raw)
         except ValueError:
             kind = {bool: "true/false", int: "an integer", float: "a number"}.get(self.type, self.type.__name__)
             raise OptionError(f"{owner}: option {self.name}={raw!r} is not {kind}") from None
