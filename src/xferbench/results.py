@@ -190,17 +190,14 @@ def load_document(path: Path) -> dict[str, Any]:
     if version > SCHEMA_VERSION:
         raise UserError(f"{path} has schema_version {version}; this xferbench reads up to "
                         f"{SCHEMA_VERSION}: upgrade xferbench")
-    # Checked as written (an old file against its own schema) before it is migrated, and after.
+    # Checked as written (an old file against its own version's schema), then migrated.
     problem = schema_problem(document, version)
-    if problem is None:
-        try:
-            document = migrate(document)
-        except UserError as exc:
-            raise UserError(f"{path}: {exc}") from None
-        problem = schema_problem(document)
     if problem:
         raise UserError(f"{path} is not a valid xferbench results file: {problem}")
-    return document
+    try:
+        return migrate(document)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def schema_problem(document: Any, version: int = SCHEMA_VERSION) -> str | None:
@@ -210,7 +207,10 @@ def schema_problem(document: Any, version: int = SCHEMA_VERSION) -> str | None:
     needs no jsonschema at run time.
     """
     root = _schema(version)
-    return _check(document, root, root, "document")
+    # The document's own keys may be missing (each reader says what it needs, as --resume does);
+    # what is there must have its type.
+    top = {**root, "required": [key for key in root.get("required", ()) if key == "schema_version"]}
+    return _check(document, top, root, "document")
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
