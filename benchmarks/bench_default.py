@@ -1,9 +1,10 @@
 """The embedded default end to end: ``xferbench run`` with no arguments, in a fresh interpreter.
 
-Cold starts from an empty cache: it pretrains lenet5 on digits 0-4, extracts every bottleneck,
-trains the softmax head and retrains the whole network (30 epochs). Warm reruns it on that cache:
-the pretrained weights and the bottlenecks are reused; the head and the full retraining run again.
-Interpreter and TensorFlow start-up are part of both figures, as they are for a user.
+Cold starts from an empty cache: it loads the ImageNet MobileNet (alpha 0.25) shipped in the
+package, extracts the bottlenecks of the 500 shipped flower photos, fits the logreg head and
+retrains the whole network from scratch (15 epochs) at 5, 20 and all shots. Warm reruns it on that
+cache: the bottlenecks are reused; the head and the full retraining run again. Interpreter and
+TensorFlow start-up are part of both figures, as they are for a user.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import pytest
 
 from conftest import run_cli
 
-#: the warm rerun must take at most this fraction of the cold run (measured 0.55 on a loaded 2-core machine:
-#: the full retraining, which no cache can skip, dominates both)
+#: the warm rerun must take at most this fraction of the cold run (measured 0.56 on a loaded 2-core machine: only
+#: the bottleneck extraction is saved; the full retraining, which no cache can skip, dominates both)
 MAX_WARM_FRACTION = 0.9
-#: the foundation issue's budget for the cold default run on 2 cores, pretraining included
-#: (measured 46.5 s on a 2-core AMD EPYC with a light background load)
+#: issue 19's budget for the cold default run on 2 cores. Measured: 145 s wall on a 2-core AMD EPYC shared with
+#: other jobs (load average 6-7); the same command line used 82 s of CPU time, about 45 s of wall time on two
+#: otherwise idle cores. Not yet measured on a quiet machine.
 COLD_BUDGET_SECONDS = 60.0
+#: photos in flowers-mini
+FLOWERS_MINI_IMAGES = 500
 
 
 class _Runs:
@@ -60,14 +64,15 @@ def test_default_cold(benchmark, runs: _Runs, tmp_path_factory):
     runs.cold_seconds = benchmark.stats.stats.min
     runs.cold_document = document
     benchmark.extra_info["cold_seconds"] = round(runs.cold_seconds, 2)
-    assert runs.cold_seconds < COLD_BUDGET_SECONDS, f"cold default run took {runs.cold_seconds:.1f}s"
     transfer = _transfer(document)
-    assert transfer["cache_hits"] == 0 and transfer["backbone_info"]["pretrain_cache_hit"] is False
-    assert transfer["test_accuracy"] > 0.6  # 5 classes: chance is 0.2
-    benchmark.extra_info.update({f"{run['method']}_test_accuracy": round(run["test_accuracy"], 4)
+    # Every bottleneck computed, but two sunflower photos are the same image and share one cache entry.
+    assert transfer["extracted"] + transfer["cache_hits"] == FLOWERS_MINI_IMAGES and transfer["cache_hits"] <= 1
+    assert transfer["test_accuracy"] > 0.4  # 5 shots of 5 classes: chance is 0.2
+    benchmark.extra_info.update({f"{run['method']}_{run['shots']}_test_accuracy": round(run["test_accuracy"], 4)
                                  for run in document["runs"]})
-    benchmark.extra_info["full_train_seconds"] = round(next(
+    benchmark.extra_info["full_train_seconds"] = round(sum(
         run["train_seconds"] for run in document["runs"] if run["method"] == "full"), 2)
+    assert runs.cold_seconds < COLD_BUDGET_SECONDS, f"cold default run took {runs.cold_seconds:.1f}s"
 
 
 def test_default_warm(benchmark, runs: _Runs, tmp_path_factory):
@@ -77,7 +82,7 @@ def test_default_warm(benchmark, runs: _Runs, tmp_path_factory):
     document = benchmark.pedantic(_default_run, args=(runs.cold_cache, tmp_path_factory.mktemp("warm"), "warm"),
                                   rounds=1, iterations=1)
     transfer = _transfer(document)
-    assert transfer["extracted"] == 0 and transfer["backbone_info"]["pretrain_cache_hit"] is True
+    assert transfer["extracted"] == 0 and transfer["cache_hits"] == FLOWERS_MINI_IMAGES
     assert runs.cold_document is not None
     # Same seed, same cached features: the transfer result is reproduced exactly.
     assert transfer["test_accuracy"] == _transfer(runs.cold_document)["test_accuracy"]

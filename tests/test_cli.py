@@ -84,8 +84,9 @@ def test_bad_shots_compare_and_budget(cli):
 
 
 def test_blocked_plugin_makes_its_names_unknown(cli):
-    assert_one_line_error(cli("run", "--no-plugin", "lenet5"), "unknown backbone 'lenet5'")
-    assert_one_line_error(cli("run", env={"XFERBENCH_DISABLE_PLUGINS": "heads"}), "unknown head 'softmax'")
+    assert_one_line_error(cli("run", "--no-plugin", "lenet5", "--backbone", "lenet5"), "unknown backbone 'lenet5'")
+    assert_one_line_error(cli("run", "--no-plugin", "keras"), "unknown backbone 'keras'")
+    assert_one_line_error(cli("run", env={"XFERBENCH_DISABLE_PLUGINS": "heads"}), "unknown head 'logreg'")
 
 
 def test_usage_errors_are_one_line_too(cli):
@@ -98,10 +99,15 @@ def test_fetch_unknown_and_nothing_to_fetch(cli):
     assert_one_line_error(cli("fetch", "digits"), "nothing to download")
 
 
+#: the README's fastest smoke test: pretrain lenet5 on digits 0-4, transfer to 5-9, against full retraining
+DIGITS_EXAMPLE = ["--backbone", "lenet5", "--dataset", "digits:5-9", "--head", "softmax",
+                  "--compare", "transfer,full", "--backbone-opt", "pretrain_on=digits:0-4"]
+
+
 @pytest.mark.slow
-def test_embedded_default_end_to_end(cli, tmp_path):
-    """`xferbench run` with no arguments: pretrain lenet5 on digits 0-4, transfer to 5-9, against full."""
-    result = cli("run")
+def test_digits_example_end_to_end(cli, tmp_path):
+    """The digits example: pretrain lenet5 on digits 0-4, transfer to 5-9, against full."""
+    result = cli("run", *DIGITS_EXAMPLE)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "transfer" in result.stdout and "full" in result.stdout and "speed-up" in result.stdout
     outputs = list((tmp_path / "xferbench-results").glob("*.json"))
@@ -125,7 +131,8 @@ def test_embedded_default_end_to_end(cli, tmp_path):
     assert document["runs"][0]["backbone_info"]["pretrained_on"] == "digits:0-4"
 
     # A second run reuses the pretrained weights and every bottleneck: zero forward passes.
-    again = cli("run", "--compare", "transfer", "--output", "again.json", "--show-misclassified")
+    again = cli("run", "--backbone", "lenet5", "--dataset", "digits:5-9", "--compare", "transfer",
+                "--output", "again.json", "--show-misclassified")
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((tmp_path / "again.json").read_text())["runs"][0]
     wrong = rerun["misclassified"]
@@ -161,11 +168,24 @@ def test_embedded_default_end_to_end(cli, tmp_path):
         assert all(path.endswith(".png") for path in npz["paths"].tolist())
 
 
-def test_readme_documents_the_default_as_one_command_line():
+def test_readme_documents_the_default_and_the_digits_example_as_one_command_line():
     from xferbench.cli import DEFAULT_RUN
 
     readme = (REPO / "README.md").read_text()
     assert "xferbench run " + " ".join(DEFAULT_RUN) in readme
+    assert "xferbench run " + " ".join(DIGITS_EXAMPLE) in readme
+
+
+def test_run_with_no_option_that_chooses_the_work_is_the_default_command_line():
+    from xferbench.cli import DEFAULT_RUN, with_default_run
+
+    assert with_default_run(["run"]) == ["run", *DEFAULT_RUN]
+    assert with_default_run(["run", "--quiet", "--output", "r.json", "--seed", "3"]) == [
+        "run", "--quiet", "--output", "r.json", "--seed", "3", *DEFAULT_RUN]
+    for chosen in (["--backbone", "lenet5"], ["--shots", "all"], ["--dataset-opt", "test_pct=20"],
+                   ["--full-epochs=3"], ["--resume", "r.json"]):
+        assert with_default_run(["run", *chosen]) == ["run", *chosen]
+    assert with_default_run(["list"]) == ["list"]
 
 
 def test_comma_lists_of_class_names_stay_with_their_dataset(cli):

@@ -34,7 +34,7 @@ def test_lenet5_full_comparison_over_shots(cli, tmp_path):
     # The table shows every method at every shot count, and the speed-up against full.
     for method in ("transfer", "full", "finetune"):
         assert result.stdout.count(f" {method} ") >= 4
-    assert "speed-up vs full" in result.stdout
+    assert "vs full, whole cost" in result.stdout and "vs full, head only" in result.stdout
 
     # The classic evaluator: reload each checkpoint of a training run, score its EMA weights.
     full_all = next(r for r in runs if r["method"] == "full" and r["shots"] == "all")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.cli import assert_one_line_error
 from xferbench.context import RunContext
 from xferbench.download import DownloadError
 from xferbench.errors import UserError
@@ -169,6 +170,14 @@ def test_import_from_a_local_archive(tmp_path: Path) -> None:
     bad.write_bytes(make_tgz(extra=("../x", b"x")))
     with pytest.raises(UserError, match="not a plain file"):
         fetch(None, opts, make_context(tmp_path / "second"), bad)
+
+
+def test_import_of_an_archive_without_license_names_the_users_file(tmp_path: Path, cli) -> None:
+    source = tmp_path / "my_flowers.tgz"
+    source.write_bytes(make_tgz(license_file=False))
+    done = cli("fetch", "flowers", "--from", str(source))
+    line = assert_one_line_error(done, "lacks flower_photos/LICENSE.txt")
+    assert str(source) in line and ".tmp-" not in line and "downloads" not in line, line
 
 
 def test_data_dir_forms(tmp_path: Path) -> None:

@@ -144,7 +144,8 @@ def test_weights_file_of_another_width_is_a_one_line_user_error(catalog, tmp_pat
     assert "\n" not in str(info.value)
 
 
-def test_failed_imagenet_download_asks_for_a_weights_file(catalog, tmp_path, monkeypatch) -> None:
+def test_failed_imagenet_download_asks_for_a_weights_file(catalog, tmp_path, monkeypatch,
+                                                         without_packaged_weights) -> None:
     from keras.src.utils import file_utils
 
     def offline(*args, **kwargs):
@@ -159,7 +160,8 @@ def test_failed_imagenet_download_asks_for_a_weights_file(catalog, tmp_path, mon
 
 @pytest.mark.slow
 @needs_weights
-def test_imagenet_weights_are_identified_by_keras_cached_file(catalog, tmp_path, monkeypatch) -> None:
+def test_imagenet_weights_are_identified_by_keras_cached_file(catalog, tmp_path, monkeypatch,
+                                                             without_packaged_weights) -> None:
     from keras.src.utils import file_utils
 
     requested: list[str] = []
@@ -181,6 +183,14 @@ def test_imagenet_weights_are_identified_by_keras_cached_file(catalog, tmp_path,
 
 
 @pytest.fixture
+def without_packaged_weights(monkeypatch) -> None:
+    """As for a width xferbench ships no weights of: the next place looked is Keras's own download."""
+    from xferbench_keras import applications
+
+    monkeypatch.setattr(applications, "packaged_weights", lambda application, alpha: None)
+
+
+@pytest.fixture
 def keras_home(tmp_path, monkeypatch) -> Path:
     """An empty Keras cache, so imports never touch ~/.keras."""
     from keras.src.backend import config
@@ -193,7 +203,8 @@ def keras_home(tmp_path, monkeypatch) -> Path:
 
 @needs_weights
 @pytest.mark.slow
-def test_fetch_from_file_puts_the_weights_where_keras_looks(catalog, tmp_path, keras_home, monkeypatch) -> None:
+def test_fetch_from_file_puts_the_weights_where_keras_looks(catalog, tmp_path, keras_home, monkeypatch,
+                                                           without_packaged_weights) -> None:
     spec, arg = catalog.backbones.resolve("keras:MobileNet")
     options = spec.validate({"alpha": "0.25", "input_size": "128"})
     context = RunContext(catalog=catalog, cache_dir=tmp_path)

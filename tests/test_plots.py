@@ -85,10 +85,18 @@ def test_accuracy_vs_time_uses_each_run_curve_at_the_largest_shots():
     assert ax.get_title() == "lenet5 on digits:5-9, shots=all"
     assert "time" in ax.get_xlabel() and "validation accuracy" in ax.get_ylabel()
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["transfer (logreg)", "transfer (softmax)", "finetune", "full"]
+    assert legend[:4] == ["transfer (logreg)", "transfer (softmax)", "finetune", "full"]
+    # The comparison's target: the lower of transfer's (first head) and full's final validation accuracy.
+    assert legend[4:] == ["target 50.0%"]
     full = ax.get_lines()[legend.index("full")]
     np.testing.assert_allclose(np.asarray(full.get_xdata(), float), [40 * i / 6 for i in range(1, 7)])
     np.testing.assert_allclose(np.asarray(full.get_ydata(), float), [50 * i / 6 for i in range(1, 7)])
+    # Transfer's clock starts after its extraction.
+    logreg = ax.get_lines()[0]
+    transfer = next(r for r in sweep_document()["runs"] if r["method"] == "transfer" and r["head"] == "logreg"
+                    and r["shots"] == "all")
+    first = transfer["curve"][0]["seconds"] + (transfer.get("extract_seconds") or 0.0)
+    assert float(np.asarray(logreg.get_xdata(), float)[0]) == pytest.approx(first)
 
 
 def test_throughput_bars_per_backbone_and_dataset():

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xferbench.backbone import Backbone
+from xferbench.backbone import NetworkBackbone
 from xferbench.data import ImageData
-from xferbench.decoding import BatchDecoder
+from xferbench.decoding import Preprocessing, decoder_for
 from xferbench_inception import graph as graphs
 from xferbench_inception import pipeline
 
@@ -29,7 +29,7 @@ class _Loaded:
 
     function: Any  # float [n, H, W, 3] (resized, 0..255) -> float32 [n, 2048]
     interface: graphs.Interface
-    preprocessor: BatchDecoder
+    preprocessing: Preprocessing
     weights_sha256: str
     source: Path
     member: str | None
@@ -38,7 +38,7 @@ class _Loaded:
     load_seconds: float
 
 
-class Inception2015(Backbone):
+class Inception2015(NetworkBackbone):
     """Bottlenecks (``pool_3``, 2048 floats) of the 2015 graph, batched and bit-faithful in preprocessing."""
 
     name = "inception_2015"
@@ -73,11 +73,11 @@ class Inception2015(Backbone):
             # 1..16 images per pass run at the same speed per image on 2 CPU cores (activations of
             # bigger batches outgrow the caches); a GPU needs large batches to be kept busy.
             self._batch_size = 64 if on_gpu else 8
+        self.prefetch = self._prefetch == "yes" or (self._prefetch == "auto" and on_gpu)
         self._loaded = _Loaded(
             function=function,
             interface=interface,
-            preprocessor=pipeline.decoder(
-                interface, prefetch=self._prefetch == "yes" or (self._prefetch == "auto" and on_gpu)),
+            preprocessing=pipeline.preprocessing(interface),
             weights_sha256=hashlib.sha256(graph_file.data).hexdigest(),
             source=graph_file.source,
             member=graph_file.member,
@@ -105,50 +105,36 @@ class Inception2015(Backbone):
     def precision(self) -> str:
         return self._precision
 
-    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
-        """float32 ``[len(images), 2048]``; rows of images that cannot be decoded are NaN."""
-        loaded = self._require()
-        out = np.full((len(images), self.feature_dim), np.nan, dtype=np.float32)
-        for indices, batch in loaded.preprocessor.batches(images, self._batch_size):
-            valid = len(indices)
-            if self._xla and valid < self._batch_size:
-                # One shape only: XLA would otherwise compile a program for every tail size.
-                import tensorflow as tf
+    @property
+    def preprocessing(self) -> Preprocessing:  # type: ignore[override]
+        """The graph's own decoding and resizing (its Sub and Mul normalise inside the network)."""
+        return self._require().preprocessing
 
-                batch = tf.pad(batch, [[0, self._batch_size - valid], [0, 0], [0, 0], [0, 0]])
-            started = time.perf_counter()
-            out[indices] = loaded.function(batch).numpy()[:valid]
-            self.network_seconds += time.perf_counter() - started
-        return out
+    @property
+    def batch_size(self) -> int:  # type: ignore[override]
+        self._require()  # chosen in load() by default
+        return self._batch_size
 
-    def forward(self, resized: Any) -> np.ndarray:
-        """The network alone on already resized float images ``[n, H, W, 3]`` (0..255): for benchmarks."""
-        return self._require().function(resized).numpy()
+    def forward(self, batch: Any) -> np.ndarray:
+        """The network alone on resized float images ``[n, H, W, 3]`` (0..255) -> float32 ``[n, 2048]``."""
+        function = self._require().function
+        valid = int(batch.shape[0])
+        if self._xla and valid < self._batch_size:
+            # One shape only: XLA would otherwise compile a program for every tail size.
+            import tensorflow as tf
+
+            batch = tf.pad(batch, [[0, self._batch_size - valid], [0, 0], [0, 0], [0, 0]])
+        return function(batch).numpy()[:valid]
 
     def preprocess(self, images: Sequence[ImageData]) -> Iterator[tuple[np.ndarray, Any]]:
         """Decoded, resized batches ``(indices, float [n, H, W, 3])`` as :meth:`extract` feeds them."""
-        return self._require().preprocessor.batches(images, self._batch_size)
+        return decoder_for(self.preprocessing, prefetch=self.prefetch).batches(images, self.batch_size)
 
     # -- export -----------------------------------------------------------------------------
-    def tf_features(self) -> Any:
-        """Encoded images (``tf.string [N]``) -> features, with the graph's own decode and resize.
-
-        The function is the rewritten graph, so the SavedModel holds no
-        BatchNormWithGlobalNormalization and loads in current TensorFlow and TF Serving.
-        """
-        import tensorflow as tf
-
-        loaded = self._require()
-        interface, function = loaded.interface, loaded.function
-        height, width = interface.size
-
-        class Inception2015Features(tf.Module):
-            def __call__(self, images: Any) -> Any:
-                pixels = tf.map_fn(lambda data: pipeline._resize(pipeline._decode(data, interface), interface),
-                                   images, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
-                return function(pixels)
-
-        return Inception2015Features(name="inception_2015_features")
+    def tf_forward(self, batch: Any) -> Any:
+        # The rewritten graph, so the SavedModel holds no BatchNormWithGlobalNormalization and
+        # loads in current TensorFlow and TF Serving.
+        return self._require().function(batch)
 
     # -- full retraining ----------------------------------------------------------------------
     def supports(self, method: str) -> bool:
@@ -156,13 +142,10 @@ class Inception2015(Backbone):
         # InceptionV3 from scratch: the same architecture, but not the same graph.
         return method == "full"
 
-    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
+    @property
+    def model_preprocessing(self) -> Preprocessing:
         """The graph's ``Mul:0``: decoded, resized like the graph, then (x - 128) / 128."""
-        height, width = self._require().interface.size
-        out = np.full((len(images), height, width, 3), np.nan, dtype=np.float32)
-        for indices, batch in self.preprocess(images):
-            out[indices] = (np.asarray(batch, dtype=np.float32) - 128.0) / 128.0
-        return out
+        return replace(self.preprocessing, mean=(128.0,), std=(128.0,))
 
     def build_model(self, num_classes: int, *, pretrained: bool, seed: int) -> Any:
         if pretrained:
@@ -187,7 +170,7 @@ class Inception2015(Backbone):
             "checknumerics_dropped": loaded.dropped_checks,
             "precision": self._precision,
             "xla": self._xla,
-            "prefetch": loaded.preprocessor.prefetch,
+            "prefetch": self.prefetch,
             "batch_size": self._batch_size,
             "load_seconds": round(loaded.load_seconds, 3),
         }

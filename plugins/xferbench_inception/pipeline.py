@@ -22,43 +22,12 @@ What the original graph does with other inputs, and what happens here:
 
 from __future__ import annotations
 
-from typing import Any
-
-from xferbench.decoding import BatchDecoder
+from xferbench.decoding import JpegDecoding, Preprocessing
 from xferbench_inception.graph import Interface
 
 
-def _resize(pixels: Any, interface: Interface) -> Any:
-    """Cast -> ExpandDims -> ResizeBilinear, with the graph's size and sampling attributes."""
-    import tensorflow as tf
-
-    height, width = interface.size
-    x = tf.expand_dims(tf.cast(pixels, tf.float32), 0)
-    x = tf.raw_ops.ResizeBilinear(images=x, size=tf.constant([height, width], tf.int32),
-                                  align_corners=interface.align_corners,
-                                  half_pixel_centers=interface.half_pixel_centers)
-    return tf.reshape(x, [height, width, 3])
-
-
-def _decode(contents: Any, interface: Interface) -> Any:
-    import tensorflow as tf
-
-    attrs = interface.decode_attrs
-
-    def jpeg() -> Any:
-        return tf.io.decode_jpeg(contents, channels=attrs["channels"], ratio=attrs["ratio"],
-                                 fancy_upscaling=attrs["fancy_upscaling"],
-                                 try_recover_truncated=attrs["try_recover_truncated"],
-                                 acceptable_fraction=attrs["acceptable_fraction"], dct_method=attrs["dct_method"])
-
-    def other() -> Any:
-        return tf.io.decode_image(contents, channels=3, expand_animations=False)
-
-    return tf.cond(tf.io.is_jpeg(contents), jpeg, other)
-
-
-def decoder(interface: Interface, *, prefetch: bool = False) -> BatchDecoder:
-    """Batches of resized float images ``[n, H, W, 3]`` (0..255) from files or uint8 arrays."""
-    height, width = interface.size
-    return BatchDecoder(lambda contents: _resize(_decode(contents, interface), interface),
-                        lambda pixels: _resize(pixels, interface), (height, width, 3), prefetch=prefetch)
+def preprocessing(interface: Interface) -> Preprocessing:
+    """The graph's decoding (DecodeJpeg's attributes) and resizing (ResizeBilinear's), as data."""
+    attrs = {key: value for key, value in interface.decode_attrs.items() if key != "channels"}  # always 3
+    return Preprocessing(size=interface.size, resize="bilinear", align_corners=interface.align_corners,
+                         half_pixel_centers=interface.half_pixel_centers, jpeg=JpegDecoding(**attrs))

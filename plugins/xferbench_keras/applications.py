@@ -1,8 +1,12 @@
 """``keras:<Application>``: any ``keras.applications`` model cut before its classifier.
 
 The network is built with ``include_top=False, pooling="avg"``, so the bottleneck is the
-global-average-pooled last feature map. Images go through the application family's own
-``preprocess_input`` at its default input size (or ``input_size``).
+global-average-pooled last feature map. Images are resized to the application's default input
+size (or ``input_size``) and normalised as the family's own ``preprocess_input`` does: its
+arithmetic is recognised as one of :data:`NORMALISATIONS` (checked bit for bit on a probe image)
+and becomes part of the backbone's :class:`~xferbench.decoding.Preprocessing`. Weights: ``--weights FILE``,
+else a file shipped in the package (MobileNet ``alpha=0.25``, see :mod:`xferbench_keras.packaged`),
+else Keras's own ImageNet download.
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ import hashlib
 import inspect
 import re
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -22,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xferbench.backbone import Backbone
-from xferbench.data import ImageData
+from xferbench.backbone import NetworkBackbone
+from xferbench.decoding import Preprocessing
 from xferbench.download import sha256_file
 from xferbench.errors import OptionError, UserError, one_line
-from xferbench_keras.images import export_module, resized_batches
+from xferbench_keras.packaged import packaged_weights
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -55,6 +58,29 @@ _DEFAULT_SIZES: dict[str, int] = {
     "EfficientNetV2M": 480,
     "EfficientNetV2L": 480,
 }
+
+
+#: The arithmetic of ``keras.applications.imagenet_utils.preprocess_input``'s modes, as
+#: :class:`Preprocessing` settings; ``none``: the model rescales its input itself (EfficientNet,
+#: ConvNeXt, MobileNetV3, ...).
+NORMALISATIONS: dict[str, dict[str, Any]] = {
+    "tf": {"divide_by": 127.5, "mean": (1.0,)},
+    "torch": {"divide_by": 255.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+    "caffe": {"reverse_channels": True, "mean": (103.939, 116.779, 123.68)},
+    "none": {},
+}
+
+
+def normalisation_of(preprocess_input: Callable[[np.ndarray], Any], family: str) -> str:
+    """Which of :data:`NORMALISATIONS` ``preprocess_input`` computes, bit for bit on a probe image."""
+    probe = np.random.default_rng(0).uniform(0, 255, (2, 5, 4, 3)).astype(np.float32)
+    want = np.asarray(preprocess_input(probe.copy()))
+    for mode, settings in NORMALISATIONS.items():
+        got = Preprocessing(size=(1, 1), **settings).normalise(probe)
+        if got.shape == want.shape and np.array_equal(got, want):
+            return mode
+    raise UserError(f"keras.applications.{family}.preprocess_input does arithmetic xferbench does not know; "
+                    f"this Keras version is not supported for it")
 
 
 def available_applications() -> list[str]:
@@ -163,7 +189,7 @@ def _dtype_policy(precision: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-class KerasBackbone(Backbone):
+class KerasBackbone(NetworkBackbone):
     """A ``keras.applications`` model with ImageNet (or user-supplied) weights."""
 
     def __init__(self, arg: str | None, options: Mapping[str, Any], context: RunContext) -> None:
@@ -177,14 +203,16 @@ class KerasBackbone(Backbone):
             raise UserError(f"keras:{self.application}: cannot find keras.applications.{family}.preprocess_input; "
                             f"this Keras version is not supported")
         self._family = family
-        self._preprocess_input: Callable[[np.ndarray], np.ndarray] = module.preprocess_input
+        self.normalisation = normalisation_of(module.preprocess_input, family)
 
         self.alpha: float | None = options.get("alpha")
         if self.alpha is not None and "alpha" not in inspect.signature(self._constructor).parameters:
             raise OptionError(f"backbone 'keras': option alpha applies to MobileNet, MobileNetV2 and "
                               f"MobileNetV3*, not to {self.application}")
         self.input_size: int = options.get("input_size") or default_input_size(self.application)
-        self.batch_size: int = options.get("batch_size") or 32
+        self.batch_size = options.get("batch_size") or 32
+        self.preprocessing = Preprocessing(size=(self.input_size, self.input_size),
+                                           **NORMALISATIONS[self.normalisation])
         self._precision: str = options.get("precision") or "float32"
 
         self.weights_file: Path | None = None
@@ -193,6 +221,8 @@ class KerasBackbone(Backbone):
             if not path.is_file():
                 raise UserError(f"weights file {str(path)!r} does not exist; check --weights")
             self.weights_file = path.resolve()
+        else:
+            self.weights_file = packaged_weights(self.application, self.alpha)
 
         self.name = f"keras:{self.application}"
         # Alpha, size and precision change the features but not always the weights file
@@ -305,6 +335,7 @@ class KerasBackbone(Backbone):
         return {
             "application": self.application,
             "preprocess_input": f"keras.applications.{self._family}.preprocess_input",
+            "normalisation": self.normalisation,
             "weights": str(self.weights_file) if self.weights_file else "imagenet",
             "weights_cache_file": self._keras_files[-1] if self._keras_files else None,
             "input_size": self.input_size,
@@ -314,40 +345,17 @@ class KerasBackbone(Backbone):
         }
 
     # -- features -------------------------------------------------------------------------
-    def _preprocessed_batches(self, images: Sequence[ImageData]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for indices, pixels in resized_batches(images, self.input_size, self.batch_size):
-            yield indices, np.asarray(self._preprocess_input(pixels), dtype=np.float32)
-
-    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
-        model = self._feature_model()
+    def forward(self, batch: Any) -> Any:
+        self._feature_model()
         assert self._forward is not None
-        out = np.full((len(images), int(model.output_shape[-1])), np.nan, dtype=np.float32)
-        for indices, batch in self._preprocessed_batches(images):
-            started = time.perf_counter()
-            out[indices] = np.asarray(self._forward(batch), dtype=np.float32)
-            self.network_seconds += time.perf_counter() - started
-        return out
+        return self._forward(batch)
 
-    def tf_features(self) -> Any:
-        """Encoded images ``[N]`` -> features, with this backbone's decoding, resizing and ``preprocess_input``."""
-        model = self._feature_model()
-        preprocess_input = self._preprocess_input
-        name = re.sub(r"[^A-Za-z0-9_]", "_", self.application)
-        # preprocess_input takes tensors as well as arrays, with the same float32 arithmetic.
-        return export_module(f"{name}_features", self.input_size, model,
-                             lambda pixels: model(preprocess_input(pixels), training=False))
+    def exported_network(self) -> Any:
+        return self._feature_model()
 
     # -- full retraining and fine-tuning ------------------------------------------------
     def supports(self, method: str) -> bool:
         return method in ("full", "finetune")
-
-    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
-        """Preprocessed float32 ``[N, size, size, 3]``; images that do not decode are all-NaN."""
-        size = self.input_size
-        out = np.full((len(images), size, size, 3), np.nan, dtype=np.float32)
-        for indices, batch in self._preprocessed_batches(images):
-            out[indices] = batch
-        return out
 
     def build_model(self, num_classes: int, *, pretrained: bool, seed: int) -> Any:
         """The application (random or with its weights, all trainable) + a new softmax layer.
@@ -378,6 +386,8 @@ def fetch_weights(arg: str | None, options: Mapping[str, Any], context: RunConte
     if source is not None:
         return backbone.import_weights(Path(source).expanduser())
     backbone.prepare(context)
+    if backbone.weights_file is not None:  # shipped in the package: nothing to download
+        return backbone.weights_file
     if not backbone._keras_files:
         raise UserError(f"{backbone.name}: Keras loaded its ImageNet weights without naming a file")
     return Path(backbone._keras_files[-1])

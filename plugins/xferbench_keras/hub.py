@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from xferbench.backbone import Backbone
-from xferbench.data import ImageData
+from xferbench.backbone import NetworkBackbone
+from xferbench.decoding import Preprocessing
 from xferbench.errors import UserError, one_line
-from xferbench_keras.images import export_module, resized_batches
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -58,7 +54,7 @@ def _signature_size(shape: Any) -> int | None:
     return int(height)
 
 
-class HubBackbone(Backbone):
+class HubBackbone(NetworkBackbone):
     """Features from a TF2 SavedModel that maps ``[N, H, W, 3]`` floats in [0, 1] to ``[N, D]``."""
 
     def __init__(self, arg: str | None, options: Mapping[str, Any], context: RunContext) -> None:
@@ -76,7 +72,7 @@ class HubBackbone(Backbone):
         self.handle = handle
         self.name = f"hub:{arg}"
         self._size_option: int | None = options.get("input_size")
-        self.batch_size: int = options.get("batch_size") or 32
+        self.batch_size = options.get("batch_size") or 32
         self._loaded: Any = None
         self._call: Callable[[Any], Any] | None = None
         self._folder: Path | None = None
@@ -177,6 +173,11 @@ class HubBackbone(Backbone):
         return self._digest
 
     @property
+    def preprocessing(self) -> Preprocessing:  # type: ignore[override]
+        """Bilinear resize to the module's size, then scaled to [0, 1] (the TF-Hub convention)."""
+        return Preprocessing(size=(self.input_size, self.input_size), divide_by=255.0)
+
+    @property
     def preprocessing_version(self) -> str:  # type: ignore[override]
         # The input size may come from the module rather than the options, so it is only
         # known after loading; it changes the features, so it is part of the cache key.
@@ -187,22 +188,14 @@ class HubBackbone(Backbone):
                 "input_size": self._input_size, "input_range": "[0, 1]"}
 
     # -- features -------------------------------------------------------------------------
-    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+    def forward(self, batch: Any) -> Any:
         self._load()
         assert self._call is not None
-        out = np.full((len(images), self.feature_dim), np.nan, dtype=np.float32)
-        for indices, pixels in resized_batches(images, self.input_size, self.batch_size):
-            started = time.perf_counter()
-            out[indices] = np.asarray(self._call(pixels / np.float32(255.0)), dtype=np.float32)
-            self.network_seconds += time.perf_counter() - started
-        return out
+        return self._call(batch)
 
-    def tf_features(self) -> Any:
-        """Encoded images ``[N]`` -> features: decoded, resized and scaled to [0, 1] as in :meth:`extract`."""
+    def exported_network(self) -> Any:
         self._load()
-        call = self._call
-        assert call is not None
-        return export_module("hub_features", self.input_size, self._loaded, lambda pixels: call(pixels / 255.0))
+        return self._loaded
 
 
 def _saved_model_root(folder: Path) -> Path | None:

@@ -6,10 +6,8 @@ cached under a key made of the source data, the seed and the training settings.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,47 +15,25 @@ from typing import Any
 import numpy as np
 
 from xferbench.atomic import atomic_path
-from xferbench.backbone import Backbone
+from xferbench.backbone import NetworkBackbone
 from xferbench.data import ImageData
-from xferbench.decoding import BatchDecoder
+from xferbench.decoding import Preprocessing, preprocess_all
 from xferbench.errors import UserError
 
 INPUT_SIZE = 28
 BOTTLENECK = "bottleneck"
 ARCHITECTURE_VERSION = "1"
 
-
-def grayscale_28(rgb: Any) -> Any:
-    """uint8 ``[H, W, 3]`` tensor -> float32 ``[28, 28, 1]`` in [0, 1].
-
-    The one preprocessing of extraction, pretraining and the exported SavedModel: TensorFlow
-    kernels throughout, so the harness's features and an exported model's agree exactly.
-    """
-    import tensorflow as tf
-
-    gray = tf.image.rgb_to_grayscale(rgb)  # exact on gray pixels replicated to RGB
-    resized = tf.image.resize(gray, (INPUT_SIZE, INPUT_SIZE), method="bilinear", antialias=False)
-    return tf.ensure_shape(resized / 255.0, (INPUT_SIZE, INPUT_SIZE, 1))
-
-
-def decode_rgb(contents: Any) -> Any:
-    """Encoded file -> uint8 ``[H, W, 3]`` (gray replicated, alpha dropped, first GIF frame)."""
-    import tensorflow as tf
-
-    return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
-
-
-@functools.cache
-def _decoder() -> BatchDecoder:
-    return BatchDecoder(lambda data: grayscale_28(decode_rgb(data)), grayscale_28, (INPUT_SIZE, INPUT_SIZE, 1))
+#: The one preprocessing of extraction, pretraining and the exported SavedModel: TensorFlow
+#: kernels throughout, so the harness's features and an exported model's agree exactly. Gray
+#: before resizing (``rgb_to_grayscale`` is exact on gray pixels replicated to RGB); then
+#: ``x * (1 / 255)``, the arithmetic the weights were pretrained with.
+PREPROCESSING = Preprocessing(size=(INPUT_SIZE, INPUT_SIZE), channels=1, resize="bilinear", scale=1 / 255)
 
 
 def preprocess(images: Sequence[ImageData]) -> np.ndarray:
-    """float32 ``[N, 28, 28, 1]``; rows of images that cannot be decoded are all NaN."""
-    out = np.full((len(images), INPUT_SIZE, INPUT_SIZE, 1), np.nan, dtype=np.float32)
-    for indices, pixels in _decoder().batches(images, 512):
-        out[indices] = pixels.numpy()
-    return out
+    """float32 ``[N, 28, 28, 1]`` in [0, 1]; rows of images that cannot be decoded are all NaN."""
+    return preprocess_all(images, PREPROCESSING)
 
 
 def build_lenet5(num_classes: int, seed: int) -> Any:
@@ -77,10 +53,11 @@ def build_lenet5(num_classes: int, seed: int) -> Any:
     return keras.Model(inputs, outputs, name="lenet5")
 
 
-class LeNet5(Backbone):
+class LeNet5(NetworkBackbone):
     """See the module docstring."""
 
     feature_dim = 84
+    preprocessing = PREPROCESSING
     # 2: TensorFlow decoding and resizing (was PIL), shared with the exported SavedModel
     preprocessing_version = "2"
 
@@ -89,7 +66,8 @@ class LeNet5(Backbone):
             raise UserError(f"backbone 'lenet5' takes no argument, got 'lenet5:{arg}'")
         self.name = "lenet5"
         self.options = options
-        self.extract_batch_size = options["batch_size"]
+        # One forward pass per extract() call, as the harness hands the images over.
+        self.extract_batch_size = self.batch_size = options["batch_size"]
         self.seed = context.seed
         self._weights_path: Path | None = None
         self._feature_model: Any = None
@@ -179,10 +157,7 @@ class LeNet5(Backbone):
             raise UserError(f"{self._weights_path}: not a lenet5 weights file (no 84-wide final layer)")
         return found[0]
 
-    # -- extraction --------------------------------------------------------------------
-    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
-        return preprocess(images)
-
+    # -- extraction --------------------------------------------------------------------------
     def _features(self) -> Any:
         """The pretrained network up to the 84-wide bottleneck (built once)."""
         import keras
@@ -192,16 +167,14 @@ class LeNet5(Backbone):
             self._feature_model = keras.Model(full.input, full.get_layer(BOTTLENECK).output)
         return self._feature_model
 
-    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
-        model = self._features()
-        x = self.model_inputs(images)
-        bad = np.isnan(x).reshape(len(x), -1).any(axis=1)
-        x[bad] = 0.0
-        started = time.perf_counter()
-        feats = np.asarray(model.predict_on_batch(x), dtype=np.float32)
-        self.network_seconds += time.perf_counter() - started
-        feats[bad] = np.nan
-        return feats
+    def forward(self, batch: Any) -> np.ndarray:
+        return self._features().predict_on_batch(batch)
+
+    def tf_forward(self, batch: Any) -> Any:
+        return self._features()(batch, training=False)
+
+    def exported_network(self) -> Any:
+        return self._features()
 
     # -- full retraining and fine-tuning -----------------------------------------------
     def supports(self, method: str) -> bool:
@@ -218,21 +191,3 @@ class LeNet5(Backbone):
 
     def info(self) -> dict[str, Any]:
         return dict(self._source)
-
-    def tf_features(self) -> Any:
-        """Encoded images ``[N]`` -> bottlenecks ``[N, 84]`` (see :meth:`Backbone.tf_features`)."""
-        import tensorflow as tf
-
-        model = self._features()
-
-        class LeNet5Features(tf.Module):
-            def __init__(self) -> None:
-                super().__init__(name="lenet5_features")
-                self.model = model  # tracked, so its weights are saved with the module
-
-            def __call__(self, images: tf.Tensor) -> tf.Tensor:
-                pixels = tf.map_fn(lambda data: grayscale_28(decode_rgb(data)), images,
-                                   fn_output_signature=tf.TensorSpec((INPUT_SIZE, INPUT_SIZE, 1), tf.float32))
-                return self.model(pixels, training=False)
-
-        return LeNet5Features()

@@ -37,7 +37,7 @@ class NetworkTraining(Method):
                 task.set_status("" if val_acc is None else f"step {step}, val acc {val_acc:.3f}")
 
             common = dict(batch_size=batch_size, optimizer=OPTIMIZER, seed=context.seed,
-                          ema_decay=self.options["ema_decay"], eval_every_steps=steps_per_epoch,
+                          ema_decay=self.options["ema_decay"], eval_every_steps=None,
                           on_epoch=lambda epoch: task.advance(epoch - task.completed))  # resumed: not from 0
             outcome = training.train_model(
                 model, train.x, train.y, val.x, val.y, epochs=epochs, budget_seconds=context.budget.seconds,
@@ -51,8 +51,11 @@ class NetworkTraining(Method):
         return record.update(
             status="ok", n_train=len(train), n_val=len(val), n_test=len(test),
             skipped_files=context.dataset.skipped_counts(), train_seconds=outcome.seconds, curve=outcome.curve,
+            eval_seconds=outcome.eval_seconds, cold_seconds=outcome.seconds, warm_seconds=outcome.seconds,
+            val_accuracy=outcome.val_accuracy,
             training={"steps": outcome.steps, "epochs": outcome.epochs, "stopped_by": outcome.stopped_by,
                       "resumed_from_step": outcome.resumed_from_step, "setup_seconds": outcome.setup_seconds,
+                      "eval_seconds": outcome.eval_seconds,
                       "final_val_accuracy": outcome.val_accuracy, "optimizer": OPTIMIZER,
                       "ema_decay": self.options["ema_decay"], "run_dir": str(context.run_dir)},
             backbone_info=context.backbone.info(), run_dir=str(context.run_dir))

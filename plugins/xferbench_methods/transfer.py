@@ -32,13 +32,16 @@ class Transfer(Method):
             started = time.perf_counter()
             head.fit(train.x, train.y, val.x, val.y, num_classes=context.num_classes, seed=context.seed,
                      on_progress=on_progress)
-            train_seconds = time.perf_counter() - started
+            eval_seconds = float(getattr(head, "eval_seconds", 0.0) or 0.0)
+            train_seconds = time.perf_counter() - started - eval_seconds
         context.score(test, head.predict(test.x))
+        val_accuracy = float((head.predict(val.x) == val.y).mean()) if len(val) else None
         save_transfer_run(context, head)
+        record.update(status="ok", n_train=len(train), n_val=len(val), n_test=len(test), train_seconds=train_seconds,
+                      eval_seconds=eval_seconds, val_accuracy=val_accuracy, curve=curve, head_info=head.info(),
+                      run_dir=str(context.run_dir))
         context.record_features()
-        return record.update(status="ok", n_train=len(train), n_val=len(val), n_test=len(test),
-                             train_seconds=train_seconds, curve=curve, head_info=head.info(),
-                             run_dir=str(context.run_dir))
+        return record
 
 
 def save_transfer_run(context: MethodContext, head: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from xferbench.reporter import Reporter
-from xferbench_reporters.summary import COLUMNS, short_name, summary_rows
+from xferbench_reporters.summary import COLUMNS, HEAD_ONLY, SPEEDUP, short_name, summary_rows, verdicts
 
 
 class TableReporter(Reporter):
@@ -25,13 +25,15 @@ class TableReporter(Reporter):
         console = Console(file=stream, width=width)
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
-            justify = "right" if column in ("shots", "img/s", "net img/s", "extract s", "train s",
-                                            "speed-up vs full") else "left"
+            justify = "right" if column in ("shots", "img/s", "net img/s", "extract s", "train s", SPEEDUP,
+                                            HEAD_ONLY) else "left"
             table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "status")
         for row in summary_rows(document):
             style = None if row["status"] == "ok" or row["status"].startswith("skipped") else "red"
             table.add_row(*[row[c] for c in COLUMNS], style=style)
         console.print(table)
+        for line in verdicts(document):
+            console.print(line, markup=False, highlight=False)
 
         panels = []
         for ds in document.get("datasets", []):

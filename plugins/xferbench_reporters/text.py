@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from xferbench.reporter import Reporter
 from xferbench.results import to_json
-from xferbench_reporters.summary import COLUMNS, summary_rows
+from xferbench_reporters.summary import COLUMNS, summary_rows, verdicts
 
 
 class JsonReporter(Reporter):
@@ -24,6 +24,9 @@ class MarkdownReporter(Reporter):
             for row in summary_rows(document):
                 cells = [row[c].replace("|", "\\|") for c in COLUMNS]
                 out.write("| " + " | ".join(cells) + " |\n")
+            said = verdicts(document)
+            if said:
+                out.write("\n" + "\n\n".join(said) + "\n")
 
 
 class CsvReporter(Reporter):

@@ -17,9 +17,10 @@ from xferbench.options import Option
 from xferbench.specs import BackboneSpec, CommandSpec, DatasetSpec, HeadSpec, MethodSpec, ReporterSpec
 
 if TYPE_CHECKING:
-    from xferbench.backbone import Backbone
+    from xferbench.backbone import Backbone, NetworkBackbone
     from xferbench.context import RunContext
     from xferbench.data import Example, ImageDataset
+    from xferbench.decoding import JpegDecoding, Preprocessing
     from xferbench.head import Head
     from xferbench.method import Method, MethodContext, SplitData, TrainingBudget
     from xferbench.record import RunRecord
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 __version__ = "0.2.0"
 
 _LAZY = {
-    "Backbone": "xferbench.backbone", "RunContext": "xferbench.context", "Example": "xferbench.data",
+    "Backbone": "xferbench.backbone", "NetworkBackbone": "xferbench.backbone", "Preprocessing": "xferbench.decoding",
+    "JpegDecoding": "xferbench.decoding", "RunContext": "xferbench.context", "Example": "xferbench.data",
     "ImageDataset": "xferbench.data", "Head": "xferbench.head", "Method": "xferbench.method",
     "MethodContext": "xferbench.method", "SplitData": "xferbench.method", "TrainingBudget": "xferbench.method",
     "RunRecord": "xferbench.record", "Reporter": "xferbench.reporter", "Sweep": "xferbench.sweep",
@@ -37,9 +39,9 @@ _LAZY = {
 
 __all__ = [
     "PLUGIN_API_VERSION", "Backbone", "BackboneSpec", "CommandSpec", "DatasetSpec", "Example", "Head", "HeadSpec",
-    "ImageDataset", "Method", "MethodContext", "MethodSpec", "Option", "OptionError", "PluginError", "Reporter",
-    "ReporterSpec", "RunContext", "RunRecord", "SplitData", "Sweep", "TrainingBudget", "UserError", "__version__",
-    "hookimpl",
+    "ImageDataset", "JpegDecoding", "Method", "MethodContext", "MethodSpec", "NetworkBackbone", "Option",
+    "OptionError", "PluginError", "Preprocessing", "Reporter", "ReporterSpec", "RunContext", "RunRecord", "SplitData",
+    "Sweep", "TrainingBudget", "UserError", "__version__", "hookimpl",
 ]
 
 

@@ -1,14 +1,17 @@
-"""The backbone contract: images in, bottleneck features out."""
+"""The backbone contract (images in, bottleneck features out) and its template, :class:`NetworkBackbone`."""
 
 from __future__ import annotations
 
 import abc
+import re
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xferbench.data import ImageData
+from xferbench.decoding import Preprocessing, decoder_for, preprocess_all, tf_preprocess
 from xferbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -31,7 +34,7 @@ class Backbone(abc.ABC):
     #: how many images the harness hands to one ``extract`` call
     extract_batch_size: int = 64
     #: seconds ``extract`` spent in the network's forward passes alone (decoding excluded), summed
-    #: over calls; a backbone that cannot tell the two apart leaves it at 0
+    #: over calls; a backbone that does not time them leaves it at 0 and shows ``-`` under ``net img/s``
     network_seconds: float = 0.0
 
     def prepare(self, context: RunContext) -> None:  # noqa: B027 - optional hook
@@ -89,3 +92,91 @@ class Backbone(abc.ABC):
         """
         raise UserError(f"backbone {self.name!r} cannot be exported (it provides no TensorFlow graph of its "
                         f"preprocessing and features); export a run made with another backbone")
+
+
+class NetworkBackbone(Backbone):
+    """A backbone given as two parts: its :attr:`preprocessing` (data) and a batched :meth:`forward`.
+
+    The preprocessing says how images are decoded, resized and normalised for these weights, the
+    way torchvision's weights carry their transforms. From the two parts this class makes
+    :meth:`extract` (batches of :attr:`batch_size`, NaN rows for undecodable images, the forward
+    passes timed into ``network_seconds``), :meth:`model_inputs` and, for TensorFlow
+    preprocessing, :meth:`tf_features`, which decodes and preprocesses with the same ops.
+    Unless a subclass sets ``preprocessing_version``, the cache key holds a digest of
+    :attr:`preprocessing`, so a change of the preprocessing never reuses stale cached features.
+    """
+
+    #: images per forward pass
+    batch_size: int = 32
+    #: decode the next batch on a thread while the network runs on this one (worth it on a GPU)
+    prefetch: bool = False
+    #: None: the cache key holds a digest of :attr:`preprocessing`; a string here replaces it (built-in
+    #: backbones keep the keys they had before this template, so their caches stay valid)
+    preprocessing_version: str | None = None  # type: ignore[assignment]
+
+    #: how images become :meth:`forward`'s input; set it as a class attribute, in ``__init__``, or as a
+    #: property (read after :meth:`prepare`, so it may depend on the loaded weights)
+    preprocessing: Preprocessing
+
+    @abc.abstractmethod
+    def forward(self, batch: Any) -> Any:
+        """The network on one preprocessed batch: float32 ``[n, *preprocessing.input_shape]`` -> ``[n, feature_dim]``.
+
+        ``batch`` is a ``tf.Tensor`` for TensorFlow preprocessing, a numpy array for Pillow;
+        ``n`` is anything from 1 to :attr:`batch_size`. Return an array or a tensor.
+        """
+
+    def cache_namespace(self) -> str:
+        # Without a preprocessing_version of its own, the backbone is keyed by its preprocessing itself.
+        version = self.preprocessing_version or self.preprocessing.digest()
+        return f"{self.name}|{self.weights_sha256}|pre{version}"
+
+    @property
+    def model_preprocessing(self) -> Preprocessing:
+        """The preprocessing of :meth:`build_model`'s model, where it differs from :meth:`forward`'s."""
+        return self.preprocessing
+
+    def extract(self, images: Sequence[ImageData]) -> np.ndarray:
+        out = np.full((len(images), self.feature_dim), np.nan, dtype=np.float32)
+        decoder = decoder_for(self.preprocessing, prefetch=self.prefetch)
+        for indices, batch in decoder.batches(images, self.batch_size):
+            started = time.perf_counter()
+            out[indices] = np.asarray(self.forward(batch), dtype=np.float32)
+            self.network_seconds += time.perf_counter() - started
+        return out
+
+    def model_inputs(self, images: Sequence[ImageData]) -> np.ndarray:
+        """:attr:`model_preprocessing` applied to ``images``; the rows of undecodable images are NaN."""
+        return preprocess_all(images, self.model_preprocessing, self.batch_size)
+
+    # -- export --------------------------------------------------------------------------------
+    def tf_forward(self, batch: Any) -> Any:
+        """:meth:`forward` as TensorFlow ops, traceable in a ``tf.function`` (for export); by default ``forward``."""
+        return self.forward(batch)
+
+    def exported_network(self) -> Any:
+        """What :meth:`tf_forward` reads that a SavedModel must store: a Keras model, a loaded module, or None."""
+        return None
+
+    def tf_features(self) -> Any:
+        """Encoded images ``[N]`` -> features: :attr:`preprocessing` as TensorFlow ops, then :meth:`tf_forward`."""
+        preprocessing = self.preprocessing
+        if preprocessing.library != "tensorflow":
+            raise UserError(f"backbone {self.name!r} cannot be exported (its preprocessing runs in "
+                            f"{preprocessing.library}, not TensorFlow); export a run made with another backbone")
+        import tensorflow as tf
+
+        forward, network = self.tf_forward, self.exported_network()
+        spec = tf.TensorSpec(preprocessing.input_shape, tf.float32)
+
+        class Features(tf.Module):
+            def __init__(self, name: str) -> None:
+                super().__init__(name=name)
+                self.network = network  # tracked, so saving the module saves its variables
+
+            def __call__(self, images: Any) -> Any:
+                pixels = tf.map_fn(lambda contents: tf_preprocess(contents, preprocessing), images,
+                                   fn_output_signature=spec)
+                return tf.cast(forward(pixels), tf.float32)
+
+        return Features(re.sub(r"\W|^(?=\d)", "_", self.name) + "_features")

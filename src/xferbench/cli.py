@@ -21,9 +21,14 @@ from typing import Any, NoReturn
 from xferbench import __version__
 from xferbench.errors import Interrupted, UserError, interrupt_exit_code
 
-# `xferbench run` alone is exactly this command line (lenet5's pretrain_on defaults to digits:0-4).
-DEFAULT_RUN = ["--backbone", "lenet5", "--dataset", "digits:5-9", "--head", "softmax",
-               "--compare", "transfer,full", "--backbone-opt", "pretrain_on=digits:0-4"]
+# `xferbench run` alone is exactly this command line: ImageNet MobileNet (alpha 0.25, weights shipped in the
+# package) on the 500 shipped flower photos, transfer against full retraining; no network, under a minute.
+DEFAULT_RUN = ["--backbone", "keras:MobileNet", "--backbone-opt", "alpha=0.25", "--backbone-opt", "input_size=128",
+               "--dataset", "flowers-mini", "--head", "logreg", "--compare", "transfer,full",
+               "--shots", "5,20,all", "--full-epochs", "15"]
+#: the `run` options that choose the work; with none of them, `xferbench run` runs DEFAULT_RUN
+_WORK_OPTIONS = frozenset({"backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
+                           "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt"})
 KINDS = ("backbones", "datasets", "heads", "methods", "reporters", "commands")
 
 
@@ -71,8 +76,10 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", parents=[common], help="run a benchmark (no arguments: the embedded default)",
-                         description="Run a benchmark. With no arguments this is: xferbench run "
-                                     + " ".join(DEFAULT_RUN))
+                         description="Run a benchmark. With no arguments (or only --output, --format, --seed, "
+                                     "--quiet, ...) this is the embedded default: xferbench run "
+                                     + " ".join(DEFAULT_RUN) + ". Any option that chooses the work (--backbone, "
+                                     "--dataset, --shots, ...) leaves the others at the defaults below.")
     run.add_argument("--backbone", default="lenet5", help="backbone name(s), comma-separated (default lenet5)")
     run.add_argument("--dataset", default="digits:5-9",
                      help="dataset name(s); NAME:SUBSET selects classes (default digits:5-9)")
@@ -92,6 +99,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     _add_report_arguments(run)
     run.add_argument("--full-epochs", type=int, help="epochs of full retraining / fine-tuning (default 30)")
     run.add_argument("--full-budget", help="wall-time limit of full retraining, e.g. 90s or 10m")
+    run.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
+                     help="validation accuracy to time each method to, e.g. 0.9 or 90%% (default: the lower of "
+                          "transfer's and the other method's final ones)")
     run.add_argument("--show-misclassified", action="store_true",
                      help="list misclassified test images (retrain.py --print_misclassified_test_images)")
     for kind in ("backbone", "dataset", "head", "method"):
@@ -136,6 +146,8 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     report.add_argument("result", type=Path, metavar="RESULT.json")
     report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
     report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
+    report.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
+                        help="recompute the comparison timing each method to this validation accuracy")
     _add_report_arguments(report)
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="watch a training run's checkpoints")
@@ -153,6 +165,17 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _fraction(text: str) -> float:
+    """``0.9`` or ``90%`` -> 0.9, for argparse (a bad value is its one-line usage error)."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy like 0.9 or 90%") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 1 (or 0% and 100%)")
+    return value
+
+
 def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="NAME[,NAME..]",
                         help="reporters to run, e.g. table,markdown (see xferbench list reporters; default: --format)")
@@ -167,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stop_signals_interrupt():
             parser = build_parser(_plugin_commands(args_list))
             args = parser.parse_args(args_list)
+            if args.command == "run" and (expanded := with_default_run(args_list)) != args_list:
+                args_list, args = expanded, parser.parse_args(expanded)
             if args.command is None:
                 parser.print_help()
                 return 0
@@ -222,6 +247,20 @@ def _tell(line: str) -> None:
     """A last line on stderr, which may be gone: after SIGHUP the terminal is (EIO)."""
     with contextlib.suppress(OSError):
         print(line, file=sys.stderr, flush=True)
+
+
+def with_default_run(argv: Sequence[str]) -> list[str]:
+    """``argv`` followed by DEFAULT_RUN when it is ``run`` with no option that chooses the work."""
+    parser = build_parser()
+    run_parser = next(action.choices["run"] for action in parser._actions
+                      if isinstance(action, argparse._SubParsersAction))
+    for action in run_parser._actions:
+        if action.dest in _WORK_OPTIONS:
+            action.default = argparse.SUPPRESS  # left out of the namespace unless given
+    args = parser.parse_args(argv)
+    if args.command == "run" and not _WORK_OPTIONS & set(vars(args)):
+        return [*argv, *DEFAULT_RUN]
+    return list(argv)
 
 
 def import_tensorflow_quietly() -> None:
@@ -425,6 +464,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         full_epochs=args.full_epochs,
         full_budget_seconds=parse_duration(args.full_budget) if args.full_budget else None,
         show_misclassified=args.show_misclassified,
+        target_accuracy=args.target_accuracy,
         command=["xferbench", *argv],
     )
     output = args.output or default_output_path()
@@ -527,10 +567,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from xferbench.comparison import compare_methods
     from xferbench.results import load_document
 
     reporters = _reporters(_catalog(args), args)
     document = load_document(args.result)
+    if args.target_accuracy is not None or "comparison" not in document:  # older files: computed now
+        document["comparison"] = compare_methods(document, args.target_accuracy)
     for reporter in reporters:
         reporter.report(document, sys.stdout)
     if args.plot is not None:

@@ -13,6 +13,13 @@ With ``--fail-on-regression PCT`` a matched pair is a regression when
   (10 s -> 12 s is a 20 % rise);
 * or the run was ``ok`` in the baseline and failed in the candidate.
 
+and, from the documents' ``comparison`` (transfer against full retraining and fine-tuning, per
+backbone, dataset and shots; computed for older files), when
+
+* transfer's speed-up over the baseline, counted whole (extraction included), drops by more
+  than PCT percent (4.0x -> 3.0x is a 25 % drop);
+* or the time transfer needs to reach the target validation accuracy rises by more than PCT percent.
+
 A metric is compared only when both runs have it: throughput is ``null`` when every
 bottleneck came from the cache, so a warm rerun never counts as a throughput change.
 Runs present in only one document are listed as added or removed, never as regressions.
@@ -113,6 +120,40 @@ def find_regressions(pairs: Iterable[tuple[RunKey, dict[str, Any], dict[str, Any
             found.append(Regression(key, "train_seconds", (
                 f"train time {base['train_seconds']:.2f} -> {cand['train_seconds']:.2f} s "
                 f"({secs:+.1f}%, limit +{threshold:g}%)")))
+    return found
+
+
+def _comparison_index(document: dict[str, Any]) -> dict[RunKey, dict[str, Any]]:
+    """(backbone, dataset, baseline method, transfer head, shots) -> that baseline's entry in the comparison."""
+    from xferbench.comparison import BASELINES, compare_methods
+
+    comparison = document.get("comparison") or compare_methods(document)
+    index = {}
+    for group in comparison.get("groups", []):
+        for entry in group.get("by_shots", []):
+            for method in BASELINES:
+                if entry.get(method):
+                    key = (group["backbone"], group["dataset"], method, str(group["head"]), str(entry["shots"]))
+                    index[key] = entry[method]
+    return index
+
+
+def comparison_regressions(baseline: dict[str, Any], candidate: dict[str, Any], threshold: float) -> list[Regression]:
+    """Transfer's whole-cost speed-up or its time to the target accuracy got worse by more than ``threshold`` %."""
+    base, cand = _comparison_index(baseline), _comparison_index(candidate)
+    found = []
+    for key in (k for k in base if k in cand):
+        label: RunKey = (key[0], key[1], "transfer", key[3], key[4])
+        was, now = (base[key].get("speedup") or {}).get("cold"), (cand[key].get("speedup") or {}).get("cold")
+        if was and now is not None and (now - was) / was * 100 < -threshold:
+            found.append(Regression(label, "speedup", f"speed-up over {key[2]}, whole cost, {was:.2f}x -> {now:.2f}x "
+                                                      f"({(now - was) / was * 100:+.1f}%, limit -{threshold:g}%)"))
+        was_t = (base[key].get("time_to_target") or {}).get("transfer_seconds")
+        now_t = (cand[key].get("time_to_target") or {}).get("transfer_seconds")
+        if was_t and now_t is not None and (now_t - was_t) / was_t * 100 > threshold:
+            found.append(Regression(label, "time_to_target", (
+                f"time to the target accuracy (vs {key[2]}) {was_t:.2f} -> {now_t:.2f} s "
+                f"({(now_t - was_t) / was_t * 100:+.1f}%, limit +{threshold:g}%)")))
     return found
 
 
@@ -219,6 +260,7 @@ def compare_documents(baseline: dict[str, Any], candidate: dict[str, Any], *, fa
     if fail_on_regression is None:
         return 0
     regressions = find_regressions(matched, fail_on_regression)
+    regressions += comparison_regressions(baseline, candidate, fail_on_regression)
     # Plain writes, not rich: one regression per line, never re-wrapped, easy to grep in CI logs.
     for regression in regressions:
         stream.write(regression.line() + "\n")

@@ -1,24 +1,36 @@
 """Images (encoded files or uint8 pixel arrays) -> a backbone's input tensors, a batch per call.
 
-Backbones give two per-image TensorFlow functions: one from an encoded file (a scalar
-``tf.string``) and one from uint8 ``[H, W, 3]`` pixels, both to a fixed-shape float32 tensor.
-:class:`BatchDecoder` traces them once and runs each batch in a single call (``map_fn``, images in
-parallel): no tf.data pipeline is built per call, which cost more than the decoding itself when
-the harness hands over a few dozen images at a time. A batch holding an undecodable file is
-redone image by image, so only that image is lost. TensorFlow is imported when a decoder is made.
+:class:`Preprocessing` says as data how a network's images are decoded, resized and normalised;
+:func:`decoder_for` turns it into a decoder: a :class:`BatchDecoder` (TensorFlow) or a
+:class:`PillowDecoder` (numpy and Pillow only). The TensorFlow functions of a preprocessing
+(:func:`tf_preprocess`) are also what ``xferbench export`` saves, so an exported model sees the
+same pixels as the harness.
+
+:class:`BatchDecoder` takes two per-image TensorFlow functions: one from an encoded file (a scalar
+``tf.string``) and one from uint8 ``[H, W, 3]`` pixels, both to a fixed-shape float32 tensor. It
+traces them once and runs each batch in a single call (``map_fn``, images in parallel): no
+tf.data pipeline is built per call, which cost more than the decoding itself when the harness
+hands over a few dozen images at a time. A batch holding an undecodable file is redone image by
+image, so only that image is lost. TensorFlow is imported when a decoder is made.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from xferbench.data import ImageData
 
-__all__ = ["BatchDecoder", "as_bytes", "to_rgb"]
+__all__ = ["BatchDecoder", "JpegDecoding", "PillowDecoder", "Preprocessing", "as_bytes", "decoder_for",
+           "preprocess_all", "tf_preprocess", "to_rgb"]
 
 
 def as_bytes(image: Any) -> bytes | None:
@@ -44,6 +56,210 @@ def to_rgb(pixels: Any) -> np.ndarray | None:
     if pixels.shape[2] == 1:
         return np.repeat(pixels, 3, axis=2)
     return pixels if pixels.shape[2] == 3 else np.ascontiguousarray(pixels[:, :, :3])
+
+
+#: the image libraries a :class:`Preprocessing` can run in
+LIBRARIES = ("tensorflow", "pillow")
+_PILLOW_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
+
+
+@dataclass(frozen=True)
+class JpegDecoding:
+    """``tf.io.decode_jpeg`` arguments, for weights trained on JPEGs decoded with other settings than
+    ``tf.io.decode_image``'s. Other formats are still decoded by ``decode_image``."""
+
+    ratio: int = 1
+    fancy_upscaling: bool = True
+    try_recover_truncated: bool = False
+    acceptable_fraction: float = 1.0
+    dct_method: str = ""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become a network's input, as data: it travels with the weights and keys the cache.
+
+    Steps, in order: decode to RGB (gray replicated, alpha dropped, first GIF frame); to gray if
+    ``channels == 1`` (before resizing); resize to ``size``; reverse the channels if
+    ``reverse_channels`` (RGB -> BGR); then ``x * scale``, ``x / divide_by``, ``x - mean``,
+    ``x / std`` (per channel, or one value for all), each skipped when it would change nothing, all
+    in float32. The result is float32 ``[height, width, channels]``.
+
+    ``library="tensorflow"`` runs the steps as TensorFlow ops (``tf.io.decode_image``, ``tf.image``
+    resizing), the same ops ``xferbench export`` saves. ``library="pillow"`` runs them in Pillow and
+    numpy, without TensorFlow: ``resize`` names a Pillow filter then (which antialiases when it
+    shrinks), and gray is Pillow's ``convert("L")``; such a backbone cannot be exported.
+    """
+
+    #: ``(height, width)`` of the network's input
+    size: tuple[int, int]
+    #: 3: RGB; 1: gray
+    channels: int = 3
+    #: ``tf.image.resize`` method (``bilinear``, ``area``, ``bicubic``, ...), or a Pillow filter
+    resize: str = "bilinear"
+    antialias: bool = False
+    #: bilinear sampling of TensorFlow 1 (``half_pixel_centers=False``, ``align_corners``), for old graphs
+    half_pixel_centers: bool = True
+    align_corners: bool = False
+    reverse_channels: bool = False
+    #: ``x * scale`` and ``x / divide_by`` round differently in float32: give the one the weights
+    #: were trained with (``scale=1 / 255`` or ``divide_by=255.0``)
+    scale: float = 1.0
+    divide_by: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    #: decode JPEGs with these settings instead of ``tf.io.decode_image``'s
+    jpeg: JpegDecoding | None = None
+    library: str = "tensorflow"
+
+    def __post_init__(self) -> None:
+        # Normalise sequences to tuples, so equal settings compare (and hash) equal.
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        problems = []
+        if len(self.size) != 2 or min(self.size) < 1:
+            problems.append(f"size must be (height, width), got {self.size}")
+        if self.channels not in (1, 3):
+            problems.append(f"channels must be 1 or 3, got {self.channels}")
+        for field in ("mean", "std"):
+            if len(getattr(self, field)) not in (1, self.channels):
+                problems.append(f"{field} needs 1 or {self.channels} values, got {getattr(self, field)}")
+        if self.divide_by == 0 or 0 in self.std:
+            problems.append("divide_by and std must not be 0")
+        if (self.align_corners or not self.half_pixel_centers) and (self.resize != "bilinear" or self.antialias):
+            problems.append("half_pixel_centers=False and align_corners apply to bilinear without antialiasing only")
+        if self.library not in LIBRARIES:
+            problems.append(f"library must be one of {LIBRARIES}, got {self.library!r}")
+        elif self.library == "pillow":
+            if self.resize not in _PILLOW_FILTERS:
+                problems.append(f"resize must be one of {_PILLOW_FILTERS} with Pillow, got {self.resize!r}")
+            if self.antialias or not self.half_pixel_centers or self.align_corners or self.jpeg is not None:
+                problems.append("antialias, half_pixel_centers, align_corners and jpeg are TensorFlow settings")
+        if problems:
+            raise ValueError("Preprocessing: " + "; ".join(problems))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(height, width, channels)`` of one preprocessed image."""
+        return (self.size[0], self.size[1], self.channels)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain JSON values (for ``info()`` and the cache key)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def digest(self) -> str:
+        """A short digest of the settings: equal settings, equal digest."""
+        text = json.dumps(self.describe(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def normalise(self, pixels: Any) -> Any:
+        """Resized float32 pixels (a numpy array or a tensor) -> the network's input: the arithmetic steps.
+
+        numpy and TensorFlow give the same bits: a division stays a division in a traced
+        function (``divide_no_nan``; Grappler turns ``x / constant`` into a multiplication by
+        the reciprocal, which rounds differently).
+        """
+        if isinstance(pixels, np.ndarray):
+            multiply, divide = np.multiply, np.divide
+        else:
+            import tensorflow as tf
+
+            multiply, divide = tf.multiply, tf.math.divide_no_nan
+        x = pixels[..., ::-1] if self.reverse_channels else pixels
+        if self.scale != 1.0:
+            x = multiply(x, np.float32(self.scale))
+        if self.divide_by != 1.0:
+            x = divide(x, np.float32(self.divide_by))
+        if any(self.mean):
+            x = x - np.asarray(self.mean, np.float32)
+        if any(value != 1.0 for value in self.std):
+            x = divide(x, np.asarray(self.std, np.float32))
+        return x
+
+
+# -- TensorFlow ---------------------------------------------------------------------------------
+def tf_decode(contents: Any, preprocessing: Preprocessing) -> Any:
+    """Encoded file (scalar ``tf.string``) -> uint8 ``[H, W, 3]``."""
+    import tensorflow as tf
+
+    def any_format() -> Any:
+        # expand_animations=False: the first frame of a GIF as HxWx3, not a 4-D stack.
+        return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
+
+    jpeg = preprocessing.jpeg
+    if jpeg is None:
+        return any_format()
+
+    def jpeg_file() -> Any:
+        return tf.io.decode_jpeg(contents, channels=3, ratio=jpeg.ratio, fancy_upscaling=jpeg.fancy_upscaling,
+                                 try_recover_truncated=jpeg.try_recover_truncated,
+                                 acceptable_fraction=jpeg.acceptable_fraction, dct_method=jpeg.dct_method)
+
+    return tf.cond(tf.io.is_jpeg(contents), jpeg_file, any_format)
+
+
+def tf_prepare(rgb: Any, preprocessing: Preprocessing) -> Any:
+    """uint8 ``[H, W, 3]`` tensor -> float32 ``preprocessing.input_shape``: gray, resize, normalise."""
+    import tensorflow as tf
+
+    pixels = tf.image.rgb_to_grayscale(rgb) if preprocessing.channels == 1 else rgb
+    if preprocessing.resize == "bilinear" and not preprocessing.antialias:
+        # What tf.image.resize runs for bilinear, with TensorFlow 1's sampling available too.
+        resized = tf.raw_ops.ResizeBilinear(images=tf.cast(pixels, tf.float32)[None],
+                                            size=tf.constant(preprocessing.size, tf.int32),
+                                            align_corners=preprocessing.align_corners,
+                                            half_pixel_centers=preprocessing.half_pixel_centers)[0]
+    else:
+        resized = tf.cast(tf.image.resize(pixels, preprocessing.size, method=preprocessing.resize,
+                                          antialias=preprocessing.antialias), tf.float32)
+    return tf.ensure_shape(preprocessing.normalise(resized), preprocessing.input_shape)
+
+
+def tf_preprocess(contents: Any, preprocessing: Preprocessing) -> Any:
+    """Encoded file (scalar ``tf.string``) -> float32 ``preprocessing.input_shape``."""
+    return tf_prepare(tf_decode(contents, preprocessing), preprocessing)
+
+
+# -- Pillow and numpy -----------------------------------------------------------------------------
+def pillow_preprocess(image: ImageData, preprocessing: Preprocessing) -> np.ndarray | None:
+    """One image -> float32 ``preprocessing.input_shape`` with Pillow and numpy; None when it does not decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    mode = "L" if preprocessing.channels == 1 else "RGB"
+    height, width = preprocessing.size
+    try:
+        raw = as_bytes(image)
+        if raw is not None:
+            with Image.open(io.BytesIO(raw)) as opened:
+                converted = opened.convert(mode)  # decodes the whole file: a truncated one fails here
+        elif (rgb := to_rgb(image)) is not None:
+            converted = Image.fromarray(rgb).convert(mode)
+        else:
+            return None
+        if converted.size != (width, height):
+            converted = converted.resize((width, height), Image.Resampling[preprocessing.resize.upper()])
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        # Pillow raises SyntaxError for some malformed headers (e.g. broken PNG chunks).
+        return None
+    return preprocessing.normalise(np.asarray(converted, dtype=np.float32).reshape(preprocessing.input_shape))
+
+
+class PillowDecoder:
+    """:class:`BatchDecoder`'s ``batches`` for a ``library="pillow"`` preprocessing: numpy batches, no TensorFlow."""
+
+    prefetch = False
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        self.preprocessing = preprocessing
+
+    def batches(self, images: Sequence[ImageData], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches of up to ``batch_size`` images, in order; indices of undecodable images are absent."""
+        for start in range(0, len(images), batch_size):
+            rows = [(index, pixels) for index in range(start, min(start + batch_size, len(images)))
+                    if (pixels := pillow_preprocess(images[index], self.preprocessing)) is not None]
+            if rows:
+                yield np.array([index for index, _ in rows], np.int64), np.stack([pixels for _, pixels in rows])
 
 
 class BatchDecoder:
@@ -128,3 +344,20 @@ class BatchDecoder:
                 pending = pool.submit(self._batch, chunks[k + 1]) if k + 1 < len(chunks) else None
                 if batch is not None:
                     yield batch
+
+
+@functools.cache
+def decoder_for(preprocessing: Preprocessing, *, prefetch: bool = False) -> BatchDecoder | PillowDecoder:
+    """The decoder of ``preprocessing``; one per settings, so its functions are traced once per process."""
+    if preprocessing.library == "pillow":
+        return PillowDecoder(preprocessing)
+    return BatchDecoder(lambda contents: tf_preprocess(contents, preprocessing),
+                        lambda rgb: tf_prepare(rgb, preprocessing), preprocessing.input_shape, prefetch=prefetch)
+
+
+def preprocess_all(images: Sequence[ImageData], preprocessing: Preprocessing, batch_size: int = 256) -> np.ndarray:
+    """float32 ``[len(images), *input_shape]``; the rows of images that do not decode are all NaN."""
+    out = np.full((len(images), *preprocessing.input_shape), np.nan, dtype=np.float32)
+    for indices, pixels in decoder_for(preprocessing).batches(images, batch_size):
+        out[indices] = np.asarray(pixels)
+    return out

@@ -520,6 +520,10 @@ def import_file(
                 raise ChecksumMismatch(
                     f"{source} has sha256 {got} but {origin} for {artifact.name} is {want}; nothing was imported{unpin}"
                 )
-            _run_verify(verify, tmp)
+            try:
+                _run_verify(verify, tmp)
+            except UserError as exc:  # it checked our temporary copy: name the file the user gave
+                raise type(exc)(str(exc).replace(str(tmp), str(source))
+                                .replace("delete it and fetch again", "check that it is the right file")) from None
         manifest.pin(artifact.name, sha256=got, size=size, source=str(source.resolve()))
         return target

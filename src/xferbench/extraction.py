@@ -27,8 +27,9 @@ class Extraction:
     cache_hits: int = 0
     computed: int = 0
     seconds: float = 0.0
-    #: the network's forward passes alone where the backbone measures them, else its whole extract()
-    forward_seconds: float = 0.0
+    #: the network's forward passes alone, as the backbone measured them (``network_seconds``); None
+    #: when it does not time them: then there is no honest figure to give
+    forward_seconds: float | None = None
     corrupt_cache_entries: int = 0
     #: computed vectors the cache could not store (disk full, read-only folder): the run went on without them
     cache_write_errors: int = 0
@@ -40,7 +41,8 @@ class Extraction:
 
     @property
     def forward_images_per_second(self) -> float | None:
-        return self.computed / self.forward_seconds if self.computed and self.forward_seconds > 0 else None
+        """Over the forward passes alone; None when the backbone does not time them."""
+        return self.computed / self.forward_seconds if self.computed and self.forward_seconds else None
 
 
 def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path, progress: Progress,
@@ -59,10 +61,11 @@ def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path
     def flush(task: Task) -> None:
         if not pending:
             return
-        t0, network_before = time.perf_counter(), backbone.network_seconds
+        network_before = backbone.network_seconds
         batch = backbone.extract([img for _, _, img in pending])
         network = backbone.network_seconds - network_before
-        result.forward_seconds += network if network > 0 else time.perf_counter() - t0
+        if network > 0:
+            result.forward_seconds = (result.forward_seconds or 0.0) + network
         batch = np.asarray(batch, dtype=np.float32)
         for (index, digest, _), row in zip(pending, batch, strict=True):
             if np.isnan(row).any():

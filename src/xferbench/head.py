@@ -18,6 +18,9 @@ class Head(abc.ABC):
     name: str
     #: how many progress steps ``fit`` will report (the progress bar's total); None: not known ahead
     total_steps: int | None = None
+    #: seconds of the last ``fit`` spent scoring the validation split for the curve; the harness leaves
+    #: them out of the training time (a head that evaluates inside ``fit`` should set it)
+    eval_seconds: float = 0.0
 
     @abc.abstractmethod
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,

@@ -123,7 +123,7 @@ class MethodContext:
     # -- results -----------------------------------------------------------------------------
     def record_features(self) -> None:
         """Fill in the record's extraction fields (throughput, cache hits, undecodable images, precision)
-        for a method that trained on :meth:`features`."""
+        for a method that trained on :meth:`features`; with ``train_seconds`` set, its cold and warm cost."""
         extraction = self.extraction
         failed = len(extraction.failed)
         self.record.update(
@@ -133,6 +133,9 @@ class MethodContext:
             extract_seconds=extraction.seconds, cache_hits=extraction.cache_hits, extracted=extraction.computed,
             cache_write_errors=getattr(extraction, "cache_write_errors", 0), precision=self.backbone.precision(),
             backbone_info=self.backbone.info())
+        if self.record.train_seconds is not None:
+            self.record.update(cold_seconds=extraction.seconds + self.record.train_seconds,
+                               warm_seconds=self.record.train_seconds)
 
     def require_splits(self, train: SplitData, test: SplitData) -> None:
         if len(train) == 0 or len(test) == 0:

@@ -39,6 +39,8 @@ class RunRequest:
     full_epochs: int | None = None
     full_budget_seconds: float | None = None
     show_misclassified: bool = False
+    #: ``--target-accuracy``: the validation accuracy the comparison times each method to; None: the lower final one
+    target_accuracy: float | None = None
     command: list[str] = field(default_factory=list)
 
     @property

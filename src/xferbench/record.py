@@ -74,7 +74,18 @@ class RunRecord:
     cache_write_errors: int | None = _field("bottlenecks that could not be stored in the cache (disk full, "
                                             "read-only cache); the run still used them", _INT)
     train_seconds: float | None = _field("wall time of training: the head for transfer, the whole network for "
-                                         "full and finetune", _NUMBER)
+                                         "full and finetune; validation evaluations for the curve left out", _NUMBER)
+    eval_seconds: float | None = _field("time spent scoring the validation split for the curve (not in "
+                                        "`train_seconds`)", _NUMBER)
+    cold_seconds: float | None = _field(
+        "what the run cost from scratch: for methods on bottlenecks the cell's extraction in this run (counted once "
+        "per backbone and dataset, not once per head) plus training; for methods that train the network, "
+        "training", _NUMBER)
+    warm_seconds: float | None = _field("what the run costs once the bottlenecks are cached: training alone",
+                                        _NUMBER)
+    val_accuracy: float | None = _field("validation accuracy of the final model (the comparison's default target "
+                                        "is the lower of two methods')",
+                                        {"type": ["number", "null"], "minimum": 0, "maximum": 1})
     precision: str | None = _field("the backbone's compute precision (`float32`, `bfloat16`)",
                                    {"type": ["string", "null"]})
     curve: list[dict[str, Any]] = _field(

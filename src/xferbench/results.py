@@ -117,6 +117,17 @@ def build_schema() -> dict[str, Any]:
     options["properties"]["compare"] = {"type": "array", "items": {"type": "string"},
                                         "description": "the methods that ran (--compare)"}
     options["properties"]["method_options"] = {"type": "object"}
+    options["properties"]["target_accuracy"] = {"type": ["number", "null"]}
+    document["properties"]["comparison"] = {
+        "type": "object", "required": ["target_accuracy", "groups"],
+        "description": "transfer against full retraining and fine-tuning per backbone and dataset "
+                       "(xferbench.comparison; docs/results.md)",
+        "properties": {"target_accuracy": {"type": ["number", "null"]},
+                       "groups": {"type": "array", "items": {
+                           "type": "object", "required": ["backbone", "dataset", "head", "by_shots", "data_needed",
+                                                          "verdict"],
+                           "properties": {"by_shots": {"type": "array"}, "data_needed": {"type": "object"},
+                                          "verdict": {"type": "string"}}}}}}
     document["$defs"]["run"] = run_schema()
     return document
 

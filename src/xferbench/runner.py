@@ -18,6 +18,7 @@ from xferbench import machine
 from xferbench.atomic import is_write_error, write_error
 from xferbench.backbone import Backbone
 from xferbench.cell import Cell
+from xferbench.comparison import compare_methods
 from xferbench.context import RunContext
 from xferbench.data import ImageDataset, select_shots
 from xferbench.errors import Interrupted, UserError, one_line
@@ -82,14 +83,19 @@ class Runner:
     def run(self) -> dict[str, Any]:
         """Run every planned run; return the results document (also written to ``output``)."""
         self._check_support()
-        sweep = self.sweep = Sweep(self._new_document(), self.output, self.plan.records)
+        sweep = self.sweep = Sweep(new_document(self.request, self.context, self._resume_info()), self.output,
+                                   self.plan.records)
         with Lifecycle(self.context.catalog, sweep) as lifecycle:
             self.lifecycle = lifecycle
             for dataset_token in self.request.datasets:
                 dataset = self._load_dataset(dataset_token)
                 for backbone_token in self.request.backbones:
                     self._run_cell(backbone_token, dataset_token, dataset)
+            sweep.document["comparison"] = compare_methods(sweep.document, self.request.target_accuracy)
         return sweep.document
+
+    def _resume_info(self) -> dict[str, Any] | None:
+        return {"created": self._resumed_from, "kept_runs": 0} if self.resuming else None
 
     def _check_support(self) -> None:
         """``--compare`` named a method that a backbone cannot do: say so before any work starts."""
@@ -103,33 +109,6 @@ class Runner:
                 if not method.supports(backbone):
                     raise UserError(f"backbone {token!r} does not support method {name!r}; leave it out of "
                                     f"--compare (without --compare, unsupported methods are skipped)")
-
-    def _new_document(self) -> dict[str, Any]:
-        req = self.request
-        try:
-            gpus = machine.gpus()
-        except Exception:  # GPU discovery is informative only
-            gpus = []
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": req.command,
-            "seed": self.context.seed,
-            "options": {
-                "backbones": req.backbones, "datasets": req.datasets, "heads": req.heads,
-                "compare": req.method_names, "shots": ["all" if s is None else s for s in req.shots],
-                "backbone_options": req.backbone_options, "dataset_options": req.dataset_options,
-                "head_options": req.head_options, "method_options": req.method_options,
-                "full_epochs": req.full_epochs, "full_budget_seconds": req.full_budget_seconds,
-                "weights": self.context.weights, "data_dir": self.context.data_dir,
-                "cache_dir": self.context.cache_dir,
-            },
-            "machine": {**machine.machine_info(with_gpus=False), "gpu": gpus},
-            "versions": machine.versions(),
-            "datasets": [],
-            "runs": [],
-            **({"resumed": {"created": self._resumed_from, "kept_runs": 0}} if self.resuming else {}),
-        }
 
     def _load_dataset(self, token: str) -> ImageDataset | UserError:
         _, options = self.plan.datasets[token]
@@ -270,6 +249,34 @@ class Runner:
         head = "" if record.head == "-" else f"-{record.head}"
         name = f"{record.method}-{record.backbone}-{record.dataset}{head}-{record.shots}"
         return self.output.with_suffix("") / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def new_document(req: RunRequest, context: RunContext, resumed: dict[str, Any] | None) -> dict[str, Any]:
+    """The results document before any run: what was asked, on which machine, with which versions."""
+    try:
+        gpus = machine.gpus()
+    except Exception:  # GPU discovery is informative only
+        gpus = []
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": req.command,
+        "seed": context.seed,
+        "options": {
+            "backbones": req.backbones, "datasets": req.datasets, "heads": req.heads,
+            "compare": req.method_names, "shots": ["all" if s is None else s for s in req.shots],
+            "backbone_options": req.backbone_options, "dataset_options": req.dataset_options,
+            "head_options": req.head_options, "method_options": req.method_options,
+            "full_epochs": req.full_epochs, "full_budget_seconds": req.full_budget_seconds,
+            "target_accuracy": req.target_accuracy,
+            "weights": context.weights, "data_dir": context.data_dir, "cache_dir": context.cache_dir,
+        },
+        "machine": {**machine.machine_info(with_gpus=False), "gpu": gpus},
+        "versions": machine.versions(),
+        "datasets": [],
+        "runs": [],
+        **({"resumed": resumed} if resumed is not None else {}),
+    }
 
 
 def _checkpoint(run_dir: Path) -> dict[str, Any] | None:

@@ -38,7 +38,7 @@ class TrainingResult:
     model: Any
     steps: int
     epochs: float  # completed passes over the training set, fractional
-    seconds: float  # wall time of the loop, evaluations and checkpoints included
+    seconds: float  # wall time of the loop, checkpoints included, the validation evaluations not
     stopped_by: StopReason
     val_accuracy: float | None  # of the EMA weights at the last step
     #: time-to-accuracy: ``{"step", "seconds", "val_accuracy"}`` at every evaluation (EMA weights)
@@ -47,6 +47,7 @@ class TrainingResult:
     resumed_from_step: int | None = None
     checkpoint: str | None = None  # path prefix of the final checkpoint
     setup_seconds: float = 0.0  # before the loop: run-dir files, tf.function tracing (not in the budget)
+    eval_seconds: float = 0.0  # spent scoring the validation split for the curve (not in ``seconds``)
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return predict_proba(self.model, x, batch_size=batch_size)
@@ -132,7 +133,7 @@ def _check_inputs(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: n
 def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                 epochs: int | None, budget_seconds: float | None, batch_size: int = 32, learning_rate: float,
                 seed: int, ema_decay: float = 0.99, run_dir: Path | str | None = None,
-                checkpoint_every_steps: int = 1000, eval_every_steps: int | None = None,
+                checkpoint_every_steps: int = 1000, eval_every_steps: int | None = None, min_evaluations: int = 20,
                 optimizer: str = "sgd", rebuild: tuple[str, Mapping[str, Any]] | None = None,
                 on_progress: ProgressCallback | None = None,
                 on_epoch: Callable[[int], None] | None = None, resume: bool = False,
@@ -145,7 +146,10 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     interval) and at the end, the EMA weights are scored on the validation split: that is
     the curve and ``on_progress(step, val_accuracy, seconds)``. With ``run_dir``, a
     checkpoint is saved every ``checkpoint_every_steps`` and at the end (the newest 5 are
-    kept). ``rebuild=("module:function", kwargs)`` names a function that rebuilds the same
+    kept). Without ``eval_every_steps``, at least ``min_evaluations`` points make the curve: with
+    ``epochs``, evaluations are at most ``total steps / min_evaluations`` apart; with only a budget,
+    at most ``budget / min_evaluations`` seconds apart. Evaluation time is kept out of the clock (the budget, ``seconds`` and the curve)
+    and reported as ``eval_seconds``. ``rebuild=("module:function", kwargs)`` names a function that rebuilds the same
     architecture in another process; without it ``model.keras`` is written instead.
     On return ``model`` holds the EMA weights. Only trainable weights are averaged;
     non-trainable state (batch-norm moving statistics) is used as training left it. ``seed`` seeds Keras (dropout, ...) and the
@@ -231,19 +235,30 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     rng = np.random.default_rng(seed)
     n_train = len(x_train)
     steps_per_epoch = -(-n_train // batch_size)
+    densify = eval_every_steps is None and min_evaluations > 0  # an explicit interval is kept as given
+    if densify and epochs is not None:
+        eval_every = max(1, min(eval_every, epochs * steps_per_epoch // min_evaluations))
+    eval_interval = budget_seconds / min_evaluations if densify and epochs is None and budget_seconds else None
+    eval_spent = 0.0  # evaluation time of this process: the training clock leaves it out
+
+    def clock() -> float:
+        return time.perf_counter() - started - eval_spent
     curve: list[dict[str, Any]] = list(previous.get("curve", [])) if previous else []
     step = int(step_var.numpy())
     resumed_from_step = step if previous else None
     last_ckpt = step if previous else -1
     last_eval = step if curve and curve[-1]["step"] == step else -1
     val_acc: float | None = previous.get("val_accuracy") if previous else None
+    eval_before = float(previous.get("eval_seconds") or 0.0) if previous else 0.0
     stopped_by: StopReason = (previous.get("stopped_by") or "epochs") if previous else "epochs"
 
     def evaluate() -> None:
-        nonlocal val_acc, last_eval
+        nonlocal val_acc, last_eval, eval_spent
+        eval_started = time.perf_counter()
         with ema_weights(trainable, shadows):
             val_acc = accuracy_of(model, x_val, y_val)
-        seconds = time.perf_counter() - started
+        eval_spent += time.perf_counter() - eval_started
+        seconds = clock()
         curve.append({"step": step, "seconds": round(seconds, 4), "val_accuracy": val_acc})
         last_eval = step
         if on_progress is not None:
@@ -258,8 +273,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
             last_ckpt = step
         # The checkpoint is on disk before the status can say done: an evaluator relies on that order.
         status.update(step=step, done=done, epochs=round(step / steps_per_epoch, 4), val_accuracy=val_acc,
-                      seconds=round(time.perf_counter() - started, 4), stopped_by=stopped_by if done else None,
-                      curve=curve)
+                      seconds=round(clock(), 4), stopped_by=stopped_by if done else None, curve=curve,
+                      eval_seconds=round(eval_before + eval_spent, 4))
         folder.write_status(status)
 
     # The batch order is the seeded permutation of each epoch: replay the finished epochs' draws,
@@ -274,11 +289,12 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
             idx = np.sort(order[start:start + batch_size])  # sorted: faster gathers, same batch
             train_step(tf.constant(x_train[idx]), tf.constant(y_train[idx]))
             step += 1
-            if step % eval_every == 0:
+            if step % eval_every == 0 or (eval_interval is not None and clock() - (curve[-1]["seconds"] if curve
+                                                                                   else 0.0) >= eval_interval):
                 evaluate()
             if step % checkpoint_every_steps == 0:
                 save(done=False)
-            if budget_seconds is not None and time.perf_counter() - started >= budget_seconds:
+            if budget_seconds is not None and clock() >= budget_seconds:
                 stopped_by = "budget"
                 break
         else:
@@ -296,9 +312,10 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     for var, shadow in zip(trainable, shadows, strict=True):
         var.assign(shadow)
     return TrainingResult(model=model, steps=step, epochs=round(step / steps_per_epoch, 4),
-                          seconds=time.perf_counter() - started, stopped_by=stopped_by, val_accuracy=val_acc,
+                          seconds=clock(), stopped_by=stopped_by, val_accuracy=val_acc,
                           curve=curve, checkpoint=manager.latest_checkpoint if manager is not None else None,
-                          setup_seconds=setup_seconds, resumed_from_step=resumed_from_step)
+                          setup_seconds=setup_seconds, resumed_from_step=resumed_from_step,
+                          eval_seconds=eval_before + eval_spent)
 
 
 def resumable(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
