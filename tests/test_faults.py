@@ -147,7 +147,7 @@ mount --bind {empty} {empty} && mount -o remount,bind,ro {empty}
 touch {cache}/probe 2>/dev/null && exit 5
 set +e
 {_cli(*_run_args(photos, second, cache))} 2> {tmp_path}/second.err; echo $? > {tmp_path}/second.rc
-{_cli("run", "--quiet", "--cache-dir", empty, "--output", tmp_path / "lenet.json", "--quiet")} 2> {tmp_path}/lenet.err
+{_cli("run", "--backbone", "lenet5", "--dataset", "digits:5-9", "--quiet", "--cache-dir", empty, "--output", tmp_path / "lenet.json", "--quiet")} 2> {tmp_path}/lenet.err
 echo $? > {tmp_path}/lenet.rc
 """
     done = _in_namespace(script, tmp_path)

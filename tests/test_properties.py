@@ -47,8 +47,10 @@ def _in_process(monkeypatch):
         raise AssertionError("the input reached TensorFlow: the property test must stop before work")
 
     monkeypatch.setattr(cli, "_catalog", lambda args: CATALOG)
-    # Building the argparse tree takes most of a call; parsing (what is tested) does not change it.
-    monkeypatch.setattr(cli, "build_parser", functools.cache(cli.build_parser))
+    # Building the argparse tree takes most of a call; a copy of one built tree is the same parser
+    # (a copy: the CLI may change defaults on the tree it gets).
+    built = functools.cache(cli.build_parser)
+    monkeypatch.setattr(cli, "build_parser", lambda catalog=None: copy.deepcopy(built(catalog)))
     monkeypatch.setattr(cli, "import_tensorflow_quietly", reached_tensorflow)
 
 
