@@ -158,6 +158,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
     evaluate.add_argument("--until-done", action="store_true", help="stop after the final checkpoint")
+    from xferbench import cache_admin
+
+    cache_admin.add_parser(sub, common)
     for spec in (catalog.commands if catalog is not None else ()):
         command = sub.add_parser(spec.name, parents=[common], help=f"{spec.description} (plugin {spec.plugin})")
         arguments = spec.load_arguments()
@@ -283,7 +286,7 @@ def import_tensorflow_quietly() -> None:
 
 
 _BUILT_IN_COMMANDS = ("run", "list", "plugins", "fetch", "extract", "export", "predict", "compare", "report",
-                      "evaluate")
+                      "evaluate", "cache")
 
 
 def _plugin_commands(argv: list[str]) -> Any:
@@ -356,6 +359,11 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
                                  fail_on_regression=args.fail_on_regression, stream=sys.stdout)
     if args.command == "report":
         return _cmd_report(args)
+    if args.command == "cache":
+        from xferbench import cache_admin
+        from xferbench.paths import default_cache_dir
+
+        return cache_admin.run(args, args.cache_dir or default_cache_dir())
     if args.command == "evaluate":
         from xferbench.evaluate import watch
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xferbench.backbone import Backbone
-from xferbench.bottleneck_cache import BottleneckCache, image_digest
+from xferbench.bottleneck_cache import BottleneckCache, image_digest, write_failure_warning
 from xferbench.data import ImageDataset
 from xferbench.progress import Progress, Task
 
@@ -31,6 +31,8 @@ class Extraction:
     #: when it does not time them: then there is no honest figure to give
     forward_seconds: float | None = None
     corrupt_cache_entries: int = 0
+    #: computed vectors the cache could not store (disk full, read-only folder): the run went on without them
+    cache_write_errors: int = 0
 
     @property
     def images_per_second(self) -> float | None:
@@ -70,7 +72,10 @@ def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path
                 result.failed.append(dataset.examples[index].key)
                 continue
             features[index] = row
-            cache.put(digest, row)
+            if not cache.put(digest, row) and cache.write_errors == 1:
+                warning = write_failure_warning(cache)
+                if warning:
+                    progress.log(warning)
             result.computed += 1
         task.advance(len(pending), status=f"{result.cache_hits} cached")
         pending.clear()
@@ -97,6 +102,7 @@ def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path
         task.set_status(f"{result.cache_hits} cached, {result.computed} computed")
         result.seconds = time.perf_counter() - compute_started if compute_started is not None else 0.0
     result.corrupt_cache_entries = cache.corrupt_entries
+    result.cache_write_errors = cache.write_errors
     return result
 
 
