@@ -131,7 +131,7 @@ class MethodContext:
             extract_images_per_second=extraction.images_per_second,
             extract_forward_images_per_second=extraction.forward_images_per_second,
             extract_seconds=extraction.seconds, cache_hits=extraction.cache_hits, extracted=extraction.computed,
-            cache_write_errors=getattr(extraction, "cache_write_errors", 0), precision=self.backbone.precision(),
+            cache_write_errors=extraction.cache_write_errors, precision=self.backbone.precision(),
             backbone_info=self.backbone.info())
         if self.record.train_seconds is not None:
             self.record.update(cold_seconds=extraction.seconds + self.record.train_seconds,
