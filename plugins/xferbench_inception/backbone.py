@@ -105,6 +105,12 @@ class Inception2015(Backbone):
     def precision(self) -> str:
         return self._precision
 
+    def flops_per_image(self) -> float:
+        from xferbench.flops import function_flops
+
+        loaded = self._require()
+        return function_flops(loaded.function, (*loaded.interface.size, 3))
+
     def extract(self, images: Sequence[ImageData]) -> np.ndarray:
         """float32 ``[len(images), 2048]``; rows of images that cannot be decoded are NaN."""
         loaded = self._require()

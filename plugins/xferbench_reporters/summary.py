@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 #: ``img/s`` is bottleneck extraction end to end (read, decode, forward); ``net img/s`` the network alone
-COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "net img/s", "extract s",
-           "train s", "speed-up vs full", "status")
+#: ``MFU`` the forward passes' GFLOP/s over the machine's peak matmul GFLOP/s in the run's precision
+COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "net img/s", "MFU",
+           "extract s", "train s", "speed-up vs full", "status")
 
 
 def _full_seconds(runs: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
@@ -75,6 +76,7 @@ def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
             if run.get("method") == "transfer" else "-",
             "net img/s": _num(run.get("extract_forward_images_per_second"), ".1f")
             if run.get("method") == "transfer" else "-",
+            "MFU": _num(run.get("mfu"), ".1%") if run.get("method") == "transfer" else "-",
             "extract s": _num(run.get("extract_seconds"), ".2f"),
             "train s": _num(run.get("train_seconds"), ".2f"),
             "speed-up vs full": "-" if up is None else f"{up:.1f}x",
@@ -83,4 +85,5 @@ def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
         if run.get("method") == "transfer" and run.get("status") == "ok" and not run.get("extracted"):
             rows[-1]["img/s"] = f"cached ({run.get('cache_hits', 0)})"
             rows[-1]["net img/s"] = "-"
+            rows[-1]["MFU"] = "-"
     return rows

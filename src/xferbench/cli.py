@@ -140,8 +140,11 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
                          help="exit 1 when accuracy, throughput or time regress by more than PCT percent")
 
     report = sub.add_parser("report", parents=[common], help="render a results file (plots need the [plot] extra)")
-    report.add_argument("result", type=Path, metavar="RESULT.json")
+    report.add_argument("result", type=Path, nargs="+", metavar="RESULT.json",
+                        help="a results file; two with --html: a comparison page (baseline, candidate)")
     report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
+    report.add_argument("--html", type=Path, metavar="FILE.html",
+                        help="write a self-contained HTML page (charts, sortable table) to FILE.html")
     report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
     _add_report_arguments(report)
 
@@ -149,6 +152,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
     evaluate.add_argument("--until-done", action="store_true", help="stop after the final checkpoint")
+    machine = sub.add_parser("machine", parents=[common], help="CPU features, GPUs, TensorFlow build, peak GFLOP/s")
+    machine.add_argument("--remeasure", action="store_true", help="measure the peak matmul GFLOP/s again")
+    machine.add_argument("--json", action="store_true", help="print it as JSON")
     for spec in (catalog.commands if catalog is not None else ()):
         command = sub.add_parser(spec.name, parents=[common], help=f"{spec.description} (plugin {spec.plugin})")
         arguments = spec.load_arguments()
@@ -263,7 +269,7 @@ def import_tensorflow_quietly() -> None:
 
 
 _BUILT_IN_COMMANDS = ("run", "list", "plugins", "fetch", "extract", "export", "predict", "compare", "report",
-                      "evaluate")
+                      "evaluate", "machine")
 
 
 def _plugin_commands(argv: list[str]) -> Any:
@@ -342,6 +348,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         import_tensorflow_quietly()
         watch(args.watch, interval=args.interval, until_done=args.until_done)
         return 0
+    if args.command == "machine":
+        from xferbench.paths import default_cache_dir
+        from xferbench.peak import print_machine
+
+        import_tensorflow_quietly()
+        return print_machine(args.cache_dir or default_cache_dir(), args.remeasure, args.json)
     catalog = _catalog(args)
     spec, _ = catalog.commands.resolve(args.command)
     return int(spec.load_factory()(args, _context(args, catalog)) or 0)
@@ -544,8 +556,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from xferbench.results import load_document
 
-    reporters = _reporters(_catalog(args), args)
-    document = load_document(args.result)
+    if len(args.result) > 1 and args.html is None:
+        raise UserError("several results files make a comparison page: add --html FILE.html "
+                        "(or compare them in the terminal with xferbench compare A.json B.json)")
+    catalog = _catalog(args)
+    documents = [load_document(path) for path in args.result]
+    if args.html is not None:
+        spec, _ = catalog.reporters.resolve("html")
+        html = spec.load_factory()(spec.validate({"output": str(args.html)}))
+        html.report_documents(documents, [str(path) for path in args.result])
+        if len(documents) > 1:
+            return 0
+    reporters = _reporters(catalog, args)
+    document = documents[0]
     for reporter in reporters:
         reporter.report(document, sys.stdout)
     if args.plot is not None:

@@ -133,6 +133,9 @@ class MethodContext:
             extract_seconds=extraction.seconds, cache_hits=extraction.cache_hits, extracted=extraction.computed,
             cache_write_errors=getattr(extraction, "cache_write_errors", 0), precision=self.backbone.precision(),
             backbone_info=self.backbone.info())
+        from xferbench.peak import utilisation
+
+        self.record.update(**utilisation(self.backbone, extraction.forward_images_per_second, self.harness.cache_dir))
 
     def require_splits(self, train: SplitData, test: SplitData) -> None:
         if len(train) == 0 or len(test) == 0:
