@@ -99,6 +99,8 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     _add_report_arguments(run)
     run.add_argument("--full-epochs", type=int, help="epochs of full retraining / fine-tuning (default 30)")
     run.add_argument("--full-budget", help="wall-time limit of full retraining, e.g. 90s or 10m")
+    run.add_argument("--tensorboard", type=Path, metavar="DIR",
+                     help="write each run's curves, test accuracy, throughput and hparams as TensorBoard logs")
     run.add_argument("--show-misclassified", action="store_true",
                      help="list misclassified test images (retrain.py --print_misclassified_test_images)")
     for kind in ("backbone", "dataset", "head", "method"):
@@ -399,7 +401,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 # Options of `run` that only change how the output looks or where it comes from: --resume may take them.
-_NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir"}
+_NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir",
+                     "tensorboard"}
 
 
 def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
@@ -421,6 +424,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
     resumed = build_parser().parse_args(argv)
     resumed.quiet, resumed.format, resumed.resume, resumed.output = args.quiet, args.format, path, path
     resumed.report, resumed.reporter_opt = args.report, args.reporter_opt
+    resumed.tensorboard = args.tensorboard
     resumed.no_plugin = args.no_plugin or resumed.no_plugin
     # The same cache: its bottlenecks and pretrained weights are what make resuming cheap.
     recorded = (document.get("options") or {}).get("cache_dir")
@@ -463,6 +467,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     import_tensorflow_quietly()
     bridge = ReporterBridge(reporters)
     catalog.pm.register(bridge, name="xferbench-reporters")
+    from xferbench import tensorboard
+
+    logger = tensorboard.register(catalog, args.tensorboard)
     try:
         document = runner.run()
     except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM or SIGHUP as Interrupted
@@ -471,6 +478,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         return interrupt_exit_code(exc)
     finally:
         catalog.pm.unregister(bridge)
+        if logger is not None:
+            catalog.pm.unregister(logger)
     for reporter in reporters:  # also when every run failed: a failure gets logged too
         reporter.report(document, sys.stdout)
     failures = [run for run in document["runs"] if run.get("status") not in ("ok", "skipped")]
