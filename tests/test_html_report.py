@@ -167,3 +167,12 @@ def test_the_html_reporter_without_a_destination_says_what_to_do(sweep):
     result = run_cli("report", str(folder / "r.json"), "--report", "html")
     assert_one_line_error(result, "html.output=FILE.html")
 
+
+
+def test_the_readme_screenshot_is_made_by_this_code(sweep, browser, tmp_path):
+    """scripts/report_screenshot.py writes docs/report.png with this same helper."""
+    from support.browser import screenshot
+
+    folder, _ = sweep
+    png = screenshot(folder / "r.html", tmp_path / "report.png", browser)
+    assert distinct_colours(png.read_bytes()) > 100

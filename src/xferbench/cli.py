@@ -569,6 +569,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UserError("several results files make a comparison page: add --html FILE.html "
                         "(or compare them in the terminal with xferbench compare A.json B.json)")
     catalog = _catalog(args)
+    reporters = _reporters(catalog, args)  # names and options checked before any file is read
     documents = [load_document(path) for path in args.result]
     if args.html is not None:
         spec, _ = catalog.reporters.resolve("html")
@@ -576,7 +577,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
         html.report_documents(documents, [str(path) for path in args.result])
         if len(documents) > 1:
             return 0
-    reporters = _reporters(catalog, args)
     document = documents[0]
     for reporter in reporters:
         reporter.report(document, sys.stdout)

@@ -66,9 +66,15 @@ def distinct_colours(png: bytes) -> int:
         return len(image.convert("RGB").getcolors(maxcolors=1 << 20) or [])
 
 
-def screenshot(page_path: Path, png: Path, width: int = 1400, height: int = 1500) -> Path:
-    """A screenshot of the top of a report (header, table, the first charts), as the README shows it."""
-    with chromium() as browser, open_report(browser, page_path, width, height) as (page, problems):
+def screenshot(page_path: Path, png: Path, browser: Any = None, width: int = 1400, height: int = 1500) -> Path:
+    """A screenshot of the top of a report (header, table, the first charts), as the README shows it.
+
+    ``browser``: one already started (Playwright runs one per thread); else Chromium is started for it.
+    """
+    if browser is None:
+        with chromium() as started:
+            return screenshot(page_path, png, started, width, height)
+    with open_report(browser, page_path, width, height) as (page, problems):
         if problems:
             raise AssertionError("; ".join(problems))
         png.parent.mkdir(parents=True, exist_ok=True)
