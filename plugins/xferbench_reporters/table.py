@@ -25,7 +25,7 @@ class TableReporter(Reporter):
         console = Console(file=stream, width=width)
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
-            justify = "right" if column in ("shots", "img/s", "net img/s", "extract s", "train s", SPEEDUP,
+            justify = "right" if column in ("shots", "img/s", "net img/s", "MFU", "extract s", "train s", SPEEDUP,
                                             HEAD_ONLY) else "left"
             table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "status")
         for row in summary_rows(document):

@@ -105,6 +105,8 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
                      help="validation accuracy to time each method to, e.g. 0.9 or 90%% (default: the lower of "
                           "transfer's and the other method's final ones)")
+    run.add_argument("--tensorboard", type=Path, metavar="DIR",
+                     help="write each run's curves, test accuracy, throughput and hparams as TensorBoard logs")
     run.add_argument("--show-misclassified", action="store_true",
                      help="list misclassified test images (retrain.py --print_misclassified_test_images)")
     for kind in ("backbone", "dataset", "head", "method"):
@@ -147,8 +149,11 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", parents=[common], help="render a results file (plots need the [plot] extra)")
     report.add_argument("result", type=Path, nargs="+", metavar="RESULT.json",
-                        help="one results file, or several for a leaderboard across them")
+                        help="one results file, or several: a leaderboard across them (with --html: a comparison "
+                             "page of two, baseline and candidate)")
     report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
+    report.add_argument("--html", type=Path, metavar="FILE.html",
+                        help="write a self-contained HTML page (charts, sortable table) to FILE.html")
     report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
     report.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
                         help="recompute the comparison timing each method to this validation accuracy")
@@ -161,6 +166,10 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     from xferbench import cache_admin
 
     cache_admin.add_parser(sub, common)
+
+    machine = sub.add_parser("machine", parents=[common], help="CPU features, GPUs, TensorFlow build, peak GFLOP/s")
+    machine.add_argument("--remeasure", action="store_true", help="measure the peak matmul GFLOP/s again")
+    machine.add_argument("--json", action="store_true", help="print it as JSON")
     for spec in (catalog.commands if catalog is not None else ()):
         command = sub.add_parser(spec.name, parents=[common], help=f"{spec.description} (plugin {spec.plugin})")
         arguments = spec.load_arguments()
@@ -286,7 +295,7 @@ def import_tensorflow_quietly() -> None:
 
 
 _BUILT_IN_COMMANDS = ("run", "list", "plugins", "fetch", "extract", "export", "predict", "compare", "report",
-                      "evaluate", "cache")
+                      "evaluate", "cache", "machine")
 
 
 def _plugin_commands(argv: list[str]) -> Any:
@@ -370,6 +379,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         import_tensorflow_quietly()
         watch(args.watch, interval=args.interval, until_done=args.until_done)
         return 0
+    if args.command == "machine":
+        from xferbench.paths import default_cache_dir
+        from xferbench.peak import print_machine
+
+        import_tensorflow_quietly()
+        return print_machine(args.cache_dir or default_cache_dir(), args.remeasure, args.json)
     catalog = _catalog(args)
     spec, _ = catalog.commands.resolve(args.command)
     return int(spec.load_factory()(args, _context(args, catalog)) or 0)
@@ -422,7 +437,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 # Options of `run` that only change how the output looks or where it comes from: --resume may take them.
-_NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir"}
+_NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir",
+                     "tensorboard"}
 
 
 def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
@@ -444,6 +460,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
     resumed = build_parser().parse_args(argv)
     resumed.quiet, resumed.format, resumed.resume, resumed.output = args.quiet, args.format, path, path
     resumed.report, resumed.reporter_opt = args.report, args.reporter_opt
+    resumed.tensorboard = args.tensorboard
     resumed.no_plugin = args.no_plugin or resumed.no_plugin
     # The same cache: its bottlenecks and pretrained weights are what make resuming cheap.
     recorded = (document.get("options") or {}).get("cache_dir")
@@ -490,6 +507,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     import_tensorflow_quietly()
     bridge = ReporterBridge(reporters)
     catalog.pm.register(bridge, name="xferbench-reporters")
+    from xferbench import tensorboard
+
+    logger = tensorboard.register(catalog, args.tensorboard)
     try:
         document = runner.run()
     except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM or SIGHUP as Interrupted
@@ -498,6 +518,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         return interrupt_exit_code(exc)
     finally:
         catalog.pm.unregister(bridge)
+        if logger is not None:
+            catalog.pm.unregister(logger)
     for reporter in reporters:  # also when every run failed: a failure gets logged too
         reporter.report(document, sys.stdout)
     failures = [run for run in document["runs"] if run.get("status") not in ("ok", "skipped")]
@@ -600,18 +622,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from xferbench.comparison import compare_methods
     from xferbench.results import load_document
 
-    if len(args.result) > 1 and not args.report:  # several results files: a leaderboard across them
+    several = len(args.result) > 1
+    if several and args.html is None and not args.report:  # several results files: a leaderboard across them
         args.report = "leaderboard"
         args.reporter_opt = [*args.reporter_opt, f"leaderboard.format={args.format}"] \
             if args.format in ("markdown", "csv") else args.reporter_opt
-    reporters = _reporters(_catalog(args), args)
+    catalog = _catalog(args)
+    reporters = _reporters(catalog, args)  # names and options checked before any file is read
     documents = [load_document(path) for path in args.result]
-    if len(documents) == 1:
-        document = documents[0]
-    else:
+    if args.html is not None:
+        spec, _ = catalog.reporters.resolve("html")
+        html = spec.load_factory()(spec.validate({"output": str(args.html)}))
+        html.report_documents(documents, [str(path) for path in args.result])
+        if several:
+            return 0
+    if several:
         from xferbench.leaderboard import merge
 
         document = merge(documents)
+    else:
+        document = documents[0]
     if args.target_accuracy is not None or "comparison" not in document:  # older files: computed now
         document["comparison"] = compare_methods(document, args.target_accuracy)
     for reporter in reporters:

@@ -136,6 +136,9 @@ class MethodContext:
         if self.record.train_seconds is not None:
             self.record.update(cold_seconds=extraction.seconds + self.record.train_seconds,
                                warm_seconds=self.record.train_seconds)
+        from xferbench.peak import utilisation
+
+        self.record.update(**utilisation(self.backbone, extraction.forward_images_per_second, self.harness.cache_dir))
 
     def require_splits(self, train: SplitData, test: SplitData) -> None:
         if len(train) == 0 or len(test) == 0:

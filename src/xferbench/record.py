@@ -68,6 +68,15 @@ class RunRecord:
     extract_forward_images_per_second: float | None = _field(
         "the same over the network's forward passes alone (decoding excluded); null for a backbone that does not "
         "time them", _NUMBER)
+    gflops_per_image: float | None = _field(
+        "the backbone's GFLOPs for one image's forward pass, counted from its graph (2 per multiply-add of its "
+        "convolutions and matrix products); null for a backbone that cannot tell", _NUMBER)
+    achieved_gflops_per_second: float | None = _field(
+        "`gflops_per_image` x `extract_forward_images_per_second`: the arithmetic rate of the forward passes", _NUMBER)
+    mfu: float | None = _field(
+        "model FLOPs utilisation: `achieved_gflops_per_second` / the machine's measured peak matmul GFLOP/s in the "
+        "run's `precision` (`xferbench machine`), 0..1 (above 1 when the network beats a plain matmul)",
+        {"type": ["number", "null"], "minimum": 0})
     extract_seconds: float | None = _field("wall time of the bottleneck extraction (the misses)", _NUMBER)
     cache_hits: int | None = _field("bottlenecks taken from the cache", _INT)
     extracted: int | None = _field("bottlenecks computed in this run", _INT)
