@@ -28,7 +28,8 @@ DEFAULT_RUN = ["--backbone", "keras:MobileNet", "--backbone-opt", "alpha=0.25", 
                "--shots", "5,20,all", "--full-epochs", "15"]
 #: the `run` options that choose the work; with none of them, `xferbench run` runs DEFAULT_RUN
 _WORK_OPTIONS = frozenset({"suite", "backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
-                           "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt"})
+                           "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt",
+                           "augment", "augment_copies"})
 KINDS = ("backbones", "datasets", "heads", "methods", "reporters", "commands", "suites")
 
 
@@ -107,6 +108,11 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
                           "transfer's and the other method's final ones)")
     run.add_argument("--tensorboard", type=Path, metavar="DIR",
                      help="write each run's curves, test accuracy, throughput and hparams as TensorBoard logs")
+    run.add_argument("--augment", metavar="flip,crop=PCT,scale=PCT,brightness=PCT",
+                     help="retrain.py's distortions of the training images: cached distorted copies for transfer, "
+                          "on the fly for full and finetune (val and test are never distorted)")
+    run.add_argument("--augment-copies", type=int, metavar="K",
+                     help="distorted copies of each training image for transfer (default 5)")
     run.add_argument("--show-misclassified", action="store_true",
                      help="list misclassified test images (retrain.py --print_misclassified_test_images)")
     for kind in ("backbone", "dataset", "head", "method"):
@@ -132,12 +138,18 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     extract.add_argument("--backbone-opt", action="append", default=[], metavar="K=V")
     extract.add_argument("--dataset-opt", action="append", default=[], metavar="K=V")
 
-    export = sub.add_parser("export", parents=[common], help="write a transfer run as one TF SavedModel")
+    export = sub.add_parser("export", parents=[common], help="write a transfer run as one TF SavedModel or TFLite model")
     export.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
-    export.add_argument("--out", required=True, type=Path, metavar="DIR")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR|FILE.tflite")
+    export.add_argument("--format", default="savedmodel", choices=("savedmodel", "tflite"),
+                        help="savedmodel (a folder, default) or tflite (one file, with an export report next to it)")
+    export.add_argument("--quantize", default="none", choices=("none", "dynamic", "float16", "int8"),
+                        help="TFLite quantization; int8 is full-integer, calibrated on the run's training split")
+    export.add_argument("--representative-images", type=int, default=100, metavar="N",
+                        help="training images that calibrate --quantize int8 (default 100)")
 
     predict = sub.add_parser("predict", parents=[common], help="top-k labels of images from an exported model")
-    predict.add_argument("--model", required=True, type=Path, metavar="DIR")
+    predict.add_argument("--model", required=True, type=Path, metavar="DIR|FILE.tflite")
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("images", nargs="+", type=Path, metavar="IMG")
 
@@ -351,13 +363,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         import_tensorflow_quietly()
         return _cmd_extract(args)
     if args.command == "export":
-        from xferbench.export import export_run
-
-        import_tensorflow_quietly()
-        catalog = _catalog(args)
-        path = export_run(args.run, args.out, _context(args, catalog))
-        print(f"exported: {path}")
-        return 0
+        return _cmd_export(args)
     if args.command == "predict":
         return _cmd_predict(args)
     if args.command == "compare":
@@ -469,6 +475,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from xferbench.augment import parse_augment
     from xferbench.lifecycle import ReporterBridge
     from xferbench.options import parse_assignments
     from xferbench.results import check_writable, default_output_path
@@ -494,6 +501,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         show_misclassified=args.show_misclassified,
         target_accuracy=args.target_accuracy,
         command=["xferbench", *argv],
+        augmentation=parse_augment(args.augment, args.augment_copies),
     )
     if args.suite:
         request = _with_suite(request, args, argv, catalog)
@@ -605,14 +613,34 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from xferbench.export import export_run
+
+    if args.format == "savedmodel" and (args.quantize != "none" or args.out.suffix == ".tflite"):
+        raise UserError("--quantize and a .tflite --out need --format tflite")
+    import_tensorflow_quietly()
+    context = _context(args, _catalog(args))
+    if args.format == "tflite":
+        from xferbench.tflite import export_tflite, report_path
+
+        path = export_tflite(args.run, args.out, context, quantize=args.quantize,
+                             representative_images=args.representative_images)
+        print(f"exported: {path}\nreport: {report_path(path)}")
+        return 0
+    print(f"exported: {export_run(args.run, args.out, context)}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from xferbench.export import predict
+    from xferbench.tflite import predict_tflite
 
     for image in args.images:
         if not image.is_file():
             raise UserError(f"{image}: no such image file")
     import_tensorflow_quietly()
-    for image, top in zip(args.images, predict(args.model, args.images, top_k=args.top_k), strict=True):
+    predictor = predict_tflite if args.model.suffix == ".tflite" else predict
+    for image, top in zip(args.images, predictor(args.model, args.images, top_k=args.top_k), strict=True):
         ranked = ", ".join(f"{label} {prob:.4f}" for label, prob in top)
         print(f"{image}: {ranked}")
     return 0

@@ -115,6 +115,11 @@ class RunRecord:
                                            "pretraining, ...", _OBJECT, factory=dict)
     head_info: dict[str, Any] = _field("what the head reports: the L2 strength `logreg` chose, ...", _OBJECT,
                                        factory=dict)
+    augment: dict[str, Any] | None = _field(
+        "`--augment`: `spec` (`flip,crop=10,...`), `flip`, `crop`, `scale`, `brightness` (retrain.py's "
+        "percentages), `copies`, `applied` (`cached copies` or `on the fly`); cached copies also "
+        "`copies_total`, `copies_from_cache`, `copies_extracted`, `copies_failed`, `copies_seconds`; null without",
+        {"type": ["object", "null"]})
     run_dir: str | None = _field("the run folder (`xferbench export`, `evaluate --watch`), if the method wrote one",
                                  {"type": ["string", "null"]})
 
