@@ -21,7 +21,7 @@ class TableReporter(Reporter):
 
         probe = Console(file=stream)
         # Piped output has no width; a wide table beats one folded into unreadable slivers.
-        width = self.options.get("width") or (probe.width if probe.is_terminal else 160)
+        width = self.options.get("width") or (probe.width if probe.is_terminal else 200)
         console = Console(file=stream, width=width)
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
