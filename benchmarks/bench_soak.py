@@ -2,8 +2,9 @@
 
 Each run is the real CLI (keras:MobileNet alpha 0.25 at 128 px, the shared ImageNet weights, on the
 500 flower photos) started through tests/support/fault_launcher.py, which SIGKILLs the process right
-after its N-th new cache entry, or half of the time between writing that entry's temp file and
-renaming it (N drawn from ``SEED``). The launcher logs every entry a run stored. Afterwards:
+after its N-th new cache entry or, half of the time,
+half way through writing that entry's record, leaving a torn pack tail (N drawn from ``SEED``).
+The launcher logs the key of every entry a run stored. Afterwards:
 
 * ``xferbench cache verify`` checks the cache entry by entry: no corrupt entry;
 * every logged entry is still there and valid: entries lost must be 0;
@@ -45,11 +46,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def _valid_entries(cache: Path) -> set[Path]:
-    from xferbench.cache_admin import entry_is_valid
+def _valid_entries(cache: Path) -> set[str]:
+    """Keys (hex) of every record of every pack whose checksum holds."""
+    from xferbench.pack_store import list_packs, scan_pack
 
-    entries = (p for p in (cache / "bottlenecks").rglob("*.bn") if not p.name.startswith(".tmp-"))
-    return {p for p in entries if entry_is_valid(p.read_bytes())}
+    root = cache / "bottlenecks"
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    return {bytes(key).hex() for folder in folders for pack in list_packs(folder)
+            for key in scan_pack(pack, check=True).entries["key"].tolist()}
 
 
 def _results(path: Path) -> list[tuple]:
@@ -82,7 +86,7 @@ def test_soak_sigkill_during_extraction(shared_data: Path, tmp_path: Path):
         kills += 1
         inside += kill_inside
 
-    logged = {Path(line) for line in log.read_text().splitlines()}
+    logged = set(log.read_text().splitlines())
     valid = _valid_entries(cache)
     lost = sorted(logged - valid)
     verify = subprocess.run([sys.executable, "-m", "xferbench.cli", "cache", "verify", "--cache-dir", str(cache)],

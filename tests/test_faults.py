@@ -73,6 +73,24 @@ def _rows(path: Path) -> list[dict]:
     return json.loads(path.read_text())["runs"]
 
 
+def _keep_every_other_entry(cache: Path) -> list[bytes]:
+    """Rewrite the cache's one namespace to hold every other entry; all the entries' keys, in order."""
+    from xferbench.pack_store import PackStore, list_packs, pack_entries
+
+    (folder,) = (cache / "bottlenecks").iterdir()
+    packs = list_packs(folder)
+    keys = [bytes(k) for pack in packs for k in pack_entries(pack)["key"].tolist()]
+    reader = PackStore(folder)
+    kept = [(key, reader.get(key, int(pack_entries(packs[0])["dim"][0]))[0]) for key in keys[1::2]]
+    reader.close()
+    shutil.rmtree(folder)
+    writer = PackStore(folder)
+    for key, vector in kept:
+        writer.append(key, vector)
+    writer.close()
+    return keys
+
+
 def _warnings(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("warning:")]
 
@@ -86,8 +104,9 @@ def test_full_disk_cache_run_goes_on_warns_once_and_keeps_entries_valid(tmp_path
     out = tmp_path / "out"
     out.mkdir()
     first, second = out / "first.json", out / "second.json"
+    # 96 KiB: the 120 bottlenecks (256 floats each) take about 130 KiB in a pack, so it fills mid-extraction.
     script = f"""
-mount -t tmpfs -o size=256k tmpfs {cache}
+mount -t tmpfs -o size=96k tmpfs {cache}
 set +e
 {_cli(*_run_args(photos, first, cache))} 2> {out}/first.err; echo $? > {out}/first.rc
 find {cache} -name '.tmp-*' > {out}/temps
@@ -135,9 +154,7 @@ def test_read_only_cache_uses_entries_computes_the_rest_and_succeeds(tmp_path, p
     done = subprocess.run([sys.executable, "-m", "xferbench.cli", *_run_args(photos, first, cache)],
                           capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr
-    entries = sorted((cache / "bottlenecks").rglob("*.bn"))
-    for entry in entries[::2]:  # a shared cache that holds only some of the images
-        entry.unlink()
+    entries = _keep_every_other_entry(cache)  # a shared cache that holds only some of the images
     before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
     empty = tmp_path / "empty-cache"
     empty.mkdir()
@@ -187,7 +204,10 @@ def test_enospc_injected_at_the_cache_write_leaves_no_temp_file(tmp_path, photos
     row = _rows(output)[0]
     assert row["cache_write_errors"] == row["extracted"] - 7
     assert sorted(p.name for p in cache.rglob(".tmp-*")) == []
-    assert len(list(cache.rglob("*.bn"))) == 7
+    verified = subprocess.run([sys.executable, "-m", "xferbench.cli", "cache", "verify", "--cache-dir", str(cache)],
+                              capture_output=True, text=True, env=_env(), timeout=300)
+    assert verified.returncode == 0, verified.stdout
+    assert "7 entries checked in 1 namespaces, 7 ok, 0 corrupt, 0 temp files, 0 torn pack tails" in verified.stdout
 
 
 @pytest.mark.slow
@@ -214,16 +234,18 @@ def test_results_write_error_keeps_the_old_file_and_saves_a_rescue_copy(tmp_path
     assert json.loads(rescue[0].read_text())["resumed"]["kept_runs"] == 2
 
 
-def test_cache_verify_stats_and_prune(tmp_path, capsys):
-    """``xferbench cache``: entry by entry, in-process (no TensorFlow)."""
+def test_cache_verify_stats_and_prune_of_old_per_entry_files(tmp_path, capsys):
+    """``xferbench cache`` on a cache of the old layout (one file per entry), in-process (no TensorFlow)."""
     import numpy as np
 
-    from xferbench.bottleneck_cache import BottleneckCache
+    from xferbench.bottleneck_cache import encode_legacy_entry
     from xferbench.cli import main
 
-    cache = BottleneckCache(tmp_path / "bottlenecks", "ns", 4)
+    folder = tmp_path / "bottlenecks" / "0123456789abcdef01234567"
     for i in range(5):
-        assert cache.put(f"{i:064x}", np.arange(4, dtype=np.float32) + i)
+        path = folder / f"{i:064x}"[:2] / f"{i:064x}.bn"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_legacy_entry(np.arange(4, dtype=np.float32) + i))
     entries = sorted((tmp_path / "bottlenecks").rglob("*.bn"))
     entries[1].write_bytes(entries[1].read_bytes()[:-1] + b"\0")  # a flipped digest byte
     (entries[2].parent / ".tmp-abc.bn").write_bytes(b"torn")  # what a SIGKILL mid-write leaves
@@ -246,17 +268,34 @@ def test_cache_verify_stats_and_prune(tmp_path, capsys):
                                                "12h or 90m")
 
 
-def test_cache_write_errors_are_counted_and_leave_nothing_behind(tmp_path):
-    """A cache folder that refuses writes: put() says so, counts, stops trying; reads still work."""
+def test_cache_write_errors_are_counted_and_leave_nothing_behind(tmp_path, monkeypatch):
+    """A disk that fills up half way through a record: put() says so, counts, stops trying; the pack
+    is cut back to its last whole record, so reads still work and nothing torn is left."""
+    import errno
+
     import numpy as np
 
+    from xferbench import pack_store
     from xferbench.bottleneck_cache import BottleneckCache
+    from xferbench.cli import main
 
     cache = BottleneckCache(tmp_path / "bottlenecks", "ns", 2)
     assert cache.put("a" * 64, np.ones(2, dtype=np.float32))
-    cache.folder.joinpath("bb").write_text("a file where a folder must go")  # ENOTDIR / EEXIST on write
+
+    real_write = os.write
+
+    def full_disk_write(fd, data):
+        real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pack_store.os, "write", full_disk_write)
     assert not cache.put("b" * 64, np.ones(2, dtype=np.float32))
     assert not cache.put("c" * 64, np.ones(2, dtype=np.float32))
-    assert cache.write_errors == 2 and isinstance(cache.write_error, OSError)
+    monkeypatch.undo()
+    assert cache.write_errors == 2 and cache.write_error.errno == errno.ENOSPC
     assert cache.get("a" * 64) is not None
+    cache.close()
     assert not list(tmp_path.rglob(".tmp-*"))
+    again = BottleneckCache(tmp_path / "bottlenecks", "ns", 2)
+    assert again.get("a" * 64) is not None and again.get("b" * 64) is None and again.corrupt_entries == 0
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path)]) == 0

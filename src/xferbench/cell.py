@@ -68,8 +68,10 @@ class Cell:
         position = self._position
         examples = [ex for ex in subset.split(split) if ex.key not in failed]
         index = np.array([position[ex.key] for ex in examples], dtype=np.int64)
-        return SplitData(extraction.features[index], np.array([ex.label for ex in examples], dtype=np.int64),
-                         [ex.key for ex in examples])
+        features = extraction.features
+        # Memory-mapped features (a large dataset): the training split stays on disk, read a batch at a time.
+        x = _Rows(features, index) if split == "train" and isinstance(features, np.memmap) else features[index]
+        return SplitData(x, np.array([ex.label for ex in examples], dtype=np.int64), [ex.key for ex in examples])
 
     def augmented_features(self, subset: ImageDataset, settings: Augmentation, seed: int) -> SplitData:
         """The distorted copies of ``subset``'s training images (``--augment``), each computed once per cell.
@@ -164,6 +166,10 @@ class _Rows:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self.base[self.index[key]])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """All rows at once (what a method that needs the whole matrix in memory gets)."""
+        return np.asarray(self.base[self.index], dtype=dtype)
 
 
 def _decodable_rows(inputs: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -4,11 +4,11 @@
                              [--sigkill-at-entry N [--sigkill-inside]] [--entry-log FILE] -- ARGS...
 
 ``--cache-enospc-after N``: the bottleneck cache's writes fail with ENOSPC after N entries, half
-way through writing the temp file (the disk filled up). ``--results-enospc-at N``: from the N-th
+way through writing the record into its pack (the disk filled up). ``--results-enospc-at N``: from the N-th
 write of the results file on (1 = the first), each fails with ENOSPC half way through its temp file.
 ``--sigkill-at-entry N``: the process SIGKILLs itself right after storing its N-th cache entry, or
-with ``--sigkill-inside`` after writing that entry's temp file but before renaming it.
-``--entry-log``: every stored entry's path is appended there (to count entries lost to a kill).
+with ``--sigkill-inside`` half way through writing that entry's record (a torn pack tail).
+``--entry-log``: every stored entry's key (hex) is appended there (to count entries lost to a kill).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 
 class _OsProxy:
-    """The ``os`` module as one module sees it, with ``fdopen`` and ``replace`` wrapped."""
+    """The ``os`` module as the pack store sees it, with ``write`` wrapped for the records it appends."""
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
@@ -33,42 +33,28 @@ class _OsProxy:
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
 
-    def fdopen(self, fd: int, *args: Any, **kwargs: Any) -> Any:
-        fh = os.fdopen(fd, *args, **kwargs)
-        limit = self.options.cache_enospc_after
-        if limit is not None and self.stored >= limit:
-            return _FillingFile(fh)
-        return fh
+    def write(self, fd: int, data: Any) -> int:
+        from xferbench.pack_store import RECORD_MAGIC
 
-    def replace(self, src: Any, dst: Any) -> None:
+        data = bytes(data)
+        if data[:4] != RECORD_MAGIC:  # a pack's header, not an entry
+            return os.write(fd, data)
+        limit = self.options.cache_enospc_after
+        if limit is not None and self.stored >= limit:  # the disk fills up half way through the record
+            os.write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         kill_at = self.options.sigkill_at_entry
         if kill_at is not None and self.stored + 1 == kill_at and self.options.sigkill_inside:
+            os.write(fd, data[: len(data) // 2])  # a torn record at the pack's end
             os.kill(os.getpid(), signal.SIGKILL)
-        os.replace(src, dst)
+        written = os.write(fd, data)
         self.stored += 1
         if self.log is not None:
-            self.log.write(f"{dst}\n")
+            self.log.write(f"{data[8:40].hex()}\n")  # the entry's key (see pack_store.RECORD_HEADER)
             self.log.flush()
         if kill_at is not None and self.stored == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _FillingFile:
-    """A file on a disk that fills up: half of the first write lands, then ENOSPC."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-
-    def write(self, data: bytes) -> int:
-        self.fh.write(data[: len(data) // 2])
-        self.fh.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __enter__(self) -> _FillingFile:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.fh.close()
+        return written
 
 
 def _fail_results_write(at: int) -> None:
@@ -102,10 +88,10 @@ def main() -> int:
     parser.add_argument("--sigkill-inside", action="store_true")
     parser.add_argument("--entry-log")
     options = parser.parse_args(argv[:split])
-    from xferbench import bottleneck_cache
+    from xferbench import pack_store
     from xferbench.cli import main as xferbench
 
-    bottleneck_cache.os = _OsProxy(options)  # type: ignore[assignment]
+    pack_store.os = _OsProxy(options)  # type: ignore[assignment]
     if options.results_enospc_at is not None:
         _fail_results_write(options.results_enospc_at)
     return xferbench(argv[split + 1:])
