@@ -10,10 +10,8 @@ guard only, far above what any batch takes.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 
 from support.cli import shared_data_dir
+from support.hang import hang_guard
 from support.image_fuzz import corpus
 from xferbench.context import RunContext
 from xferbench.data import Example, ImageDataset
@@ -37,18 +36,6 @@ BATCH = 100
 HANG_SECONDS_PER_BATCH = 120
 
 
-@contextlib.contextmanager
-def _hang_guard(seconds: int) -> Iterator[None]:
-    def hung(signum: int, frame: Any) -> None:
-        raise AssertionError(f"a batch took over {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _context(tmp: Path, weights: Path | None) -> RunContext:
@@ -66,7 +53,7 @@ def _extract_in_batches(backbone: Any, files: Sequence[tuple[str, bytes]]) -> np
     rows = []
     for start in range(0, len(files), BATCH):
         chunk = [data for _, data in files[start:start + BATCH]]
-        with _hang_guard(HANG_SECONDS_PER_BATCH):
+        with hang_guard(HANG_SECONDS_PER_BATCH):
             started = time.perf_counter()
             features = np.asarray(backbone.extract(chunk))
             assert time.perf_counter() - started < HANG_SECONDS_PER_BATCH
@@ -108,7 +95,7 @@ def test_shared_decoder(tmp_path):
     decoder = BatchDecoder(lambda data: resize(tf.io.decode_image(data, channels=3, expand_animations=False)),
                            resize, (32, 32, 3))
     decoded = np.zeros(len(FILES), dtype=bool)
-    with _hang_guard(HANG_SECONDS_PER_BATCH * (len(FILES) // BATCH)):
+    with hang_guard(HANG_SECONDS_PER_BATCH * (len(FILES) // BATCH)):
         for indices, batch in decoder.batches([data for _, data in FILES], BATCH):
             assert np.isfinite(batch.numpy()).all()
             decoded[indices] = True

@@ -8,12 +8,9 @@ inputs: exit 0, or exactly one line on stderr with exit 2; never a traceback, ne
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xferbench.cli as cli
+from support.hang import hang_guard
 from xferbench.data import parse_class_subset
 from xferbench.errors import UserError
 from xferbench.options import parse_assignments
@@ -54,18 +52,6 @@ def _in_process(monkeypatch):
     monkeypatch.setattr(cli, "import_tensorflow_quietly", reached_tensorflow)
 
 
-@contextlib.contextmanager
-def _hang_guard(seconds: int) -> Iterator[None]:
-    def hung(signum: int, frame: Any) -> None:
-        raise AssertionError(f"no answer within {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 _calls = [0]
@@ -84,7 +70,7 @@ def call(capsys: Any, *argv: str) -> tuple[int, str, str]:
     """``xferbench ARGV`` in-process: (exit code, stdout, stderr). Any exception but SystemExit fails the test."""
     _calls[0] += 1
     capsys.readouterr()
-    with _hang_guard(HANG_SECONDS):
+    with hang_guard(HANG_SECONDS):
         try:
             code = cli.main(list(argv))
         except SystemExit as exc:  # argparse's usage errors and --help

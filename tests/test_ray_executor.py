@@ -9,6 +9,7 @@ that waits for a file) rather than raced against the clock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -184,6 +185,10 @@ def test_a_node_that_leaves_in_the_middle_of_a_shard_costs_a_retry(cluster, loca
     def remove_node(pid: int, node_id: str) -> None:
         (node,) = [node for node in cluster.worker_nodes if node.node_id == node_id]
         cluster.remove_node(node, allow_graceful=False)
+        # A machine that leaves takes its processes with it; a worker orphaned by its raylet could
+        # otherwise go on for a moment once released (as on a partitioned node).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     document = held_sweep(tmp_path, remove_node)
     same_results(document, {"runs": [r for r in local["document"]["runs"] if r["method"] == "transfer"]})

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from xferbench.augment import Augmentation, CopyExtraction, extract_copies
 from xferbench.backbone import Backbone
 from xferbench.context import RunContext
 from xferbench.data import Example, ImageDataset, Split
@@ -41,6 +42,7 @@ class Cell:
         self._inputs: _Inputs | BaseException | None = None
         self._scratch = contextlib.ExitStack()
         self._position = {ex.key: i for i, ex in enumerate(dataset.examples)}
+        self._copies: dict[tuple[Augmentation, int], CopyExtraction] = {}
 
     def __enter__(self) -> Cell:
         return self
@@ -69,6 +71,30 @@ class Cell:
         index = np.array([position[ex.key] for ex in examples], dtype=np.int64)
         return SplitData(extraction.features[index], np.array([ex.label for ex in examples], dtype=np.int64),
                          [ex.key for ex in examples])
+
+    def augmented_features(self, subset: ImageDataset, settings: Augmentation, seed: int) -> SplitData:
+        """The distorted copies of ``subset``'s training images (``--augment``), each computed once per cell.
+
+        Copies of every training image any shots draw uses are extracted (or read from the cache)
+        on first use; each draw takes the rows of its own images.
+        """
+        copies = self._copies.get((settings, seed))
+        if copies is None:
+            keys: set[str] = set()
+            for draw in self._draws:
+                keys.update(ex.key for ex in draw.split("train"))
+            examples = [ex for ex in self.dataset.split("train") if ex.key in keys]
+            copies = extract_copies(self.backbone, self.dataset, examples, settings, seed,
+                                    self.context.subdir("bottlenecks"), self.context.progress)
+            self._copies[(settings, seed)] = copies
+        wanted = {ex.key for ex in subset.split("train")}
+        rows = np.array([i for i, key in enumerate(copies.keys) if key.rpartition("#copy")[0] in wanted],
+                        dtype=np.int64)
+        return SplitData(copies.features[rows], copies.labels[rows], [copies.keys[i] for i in rows])
+
+    def copy_extraction(self, settings: Augmentation, seed: int) -> CopyExtraction | None:
+        """How the copies of ``settings`` were obtained (cache hits, extracted), once extracted."""
+        return self._copies.get((settings, seed))
 
     # -- model inputs ------------------------------------------------------------------------
     def inputs(self, subset: ImageDataset, split: Split) -> SplitData:

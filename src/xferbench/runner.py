@@ -187,6 +187,7 @@ class Runner:
             budget=TrainingBudget(self.request.full_epochs, self.request.full_budget_seconds), seed=self.context.seed,
             run_dir=self.run_dir(record), progress=self.context.progress, resume=self.resuming,
             harness=self.context, backbone_options=self.plan.backbones[record.backbone][1], head_spec=head_spec,
+            dataset_options=self.plan.datasets[record.dataset][1], augmentation=self.request.augmentation,
             head_options=head_options, show_misclassified=self.request.show_misclassified, cell=cell)
         try:
             result = method.run(context)
@@ -284,6 +285,7 @@ def new_document(req: RunRequest, context: RunContext, resumed: dict[str, Any] |
             "head_options": req.head_options, "method_options": req.method_options,
             "full_epochs": req.full_epochs, "full_budget_seconds": req.full_budget_seconds,
             "target_accuracy": req.target_accuracy,
+            "augment": req.augmentation.describe() if req.augmentation is not None else None,
             "weights": context.weights, "data_dir": context.data_dir, "cache_dir": context.cache_dir,
         },
         "machine": {**machine.machine_info(with_gpus=False), "gpu": gpus},

@@ -138,25 +138,31 @@ class RayExecutor(Executor):
         return result
 
     def _extract(self, runner: Any, spec: WorkerSpec, cells: list[_CellWork]) -> dict[tuple[str, str], Any]:
-        """The extraction stage: the bottlenecks of each cell some of whose runs read them."""
+        """The extraction stage: the bottlenecks of each cell some of whose runs read them; one actor pool
+        per backbone serves all its datasets (each actor loads the backbone once)."""
+        wanted = [cell for cell in cells
+                  if any(getattr(runner.plan.methods[r.method][2], "uses_features", True) for r in cell.runs)]
         extractions: dict[tuple[str, str], Any] = {}
-        for cell in cells:
-            if any(getattr(runner.plan.methods[r.method][2], "uses_features", True) for r in cell.runs):
-                extractions[(cell.backbone_token, cell.dataset_token)] = self.extract(
-                    runner.context, spec, cell.backbone_token, cell.backbone, cell.dataset_token, cell.dataset)
+        for token in dict.fromkeys(cell.backbone_token for cell in wanted):
+            with self.pool(runner.context, spec, token) as pool:
+                for cell in (cell for cell in wanted if cell.backbone_token == token):
+                    extractions[(token, cell.dataset_token)] = self.extract(runner.context, pool, cell.backbone,
+                                                                            cell.dataset_token, cell.dataset)
         return extractions
 
-    def extract(self, context: Any, spec: WorkerSpec, backbone_token: str, backbone: Any, dataset_token: str,
-                dataset: Any) -> Any:
-        """One dataset's bottlenecks on the cluster; None when it cannot be done there (the runs say why)."""
-        root = context.subdir("bottlenecks")
+    def pool(self, context: Any, spec: WorkerSpec, backbone_token: str) -> ShardPool:
+        """Extraction actors of one backbone (a context manager: they are stopped on exit)."""
         gpus = 1.0 if cluster_gpus() else 0.0
-        with ShardPool(spec, backbone_token, self.options, gpus, self._extract_workers(gpus), root,
-                       self._used) as pool:
-            try:
-                return extract_cell(pool, backbone, dataset, dataset_token, root, context.progress)
-            except ExtractionUnavailable:
-                return None
+        return ShardPool(spec, backbone_token, self.options, gpus, self._extract_workers(gpus),
+                         context.subdir("bottlenecks"), self._used)
+
+    def extract(self, context: Any, pool: ShardPool, backbone: Any, dataset_token: str, dataset: Any) -> Any:
+        """One dataset's bottlenecks on the cluster; None when it cannot be done there (the runs say why)."""
+        try:
+            return extract_cell(pool, backbone, dataset, dataset_token, context.subdir("bottlenecks"),
+                                context.progress)
+        except ExtractionUnavailable:
+            return None
 
     def _extract_workers(self, gpus: float) -> int:
         import ray
