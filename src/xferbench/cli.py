@@ -25,7 +25,7 @@ from xferbench.errors import Interrupted, UserError, interrupt_exit_code
 # package) on the 500 shipped flower photos, transfer against full retraining; no network, under a minute.
 DEFAULT_RUN = ["--backbone", "keras:MobileNet", "--backbone-opt", "alpha=0.25", "--backbone-opt", "input_size=128",
                "--dataset", "flowers-mini", "--head", "logreg", "--compare", "transfer,full",
-               "--shots", "5,20,all", "--full-epochs", "10"]
+               "--shots", "5,20,all", "--full-epochs", "6"]
 #: the `run` options that choose the work; with none of them, `xferbench run` runs DEFAULT_RUN
 _WORK_OPTIONS = frozenset({"suite", "backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
                            "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt",
