@@ -202,31 +202,38 @@ def test_offline_missing_preset_is_one_line_naming_the_fetch_command(cli, tmp_pa
                           "--from DIR-or-ARCHIVE")
 
 
-def test_unknown_preset_name_points_at_the_list(cli, tmp_path) -> None:
-    result = cli("run", "--backbone", "kerashub:no_such_preset", "--dataset", "digits:0-2", "--quiet",
-                 env=_kerashub_env(tmp_path), timeout=300)
-    assert_one_line_error(result, "kerashub:no_such_preset", "xferbench list backbones --all")
+def test_unknown_preset_name_points_at_the_list(catalog, tmp_path, monkeypatch) -> None:
+    for name, value in _kerashub_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError, match="kerashub:no_such_preset.*see xferbench list backbones --all"):
+        make_backbone(catalog, "kerashub:no_such_preset", tmp_path).prepare(None)
 
 
-def test_fetch_from_folder_and_archive_imports_under_the_preset_name(cli, presets, tmp_path) -> None:
+def _fetch(catalog, token: str, cache: Path, source: Path) -> Path:
+    spec, arg = catalog.backbones.resolve(token)
+    return spec.load_fetcher()(arg, spec.validate({}), RunContext(catalog=catalog, cache_dir=cache), source)
+
+
+def test_fetch_from_folder_and_archive_imports_under_the_preset_name(catalog, cli, presets, tmp_path) -> None:
     env = _kerashub_env(tmp_path)
+    cache = tmp_path / "cache"
     result = cli("fetch", "kerashub:tiny_dinov2", "--from", str(presets["dinov2"]), env=env)
     assert result.returncode == 0, result.stderr
-    imported = tmp_path / "cache" / "kerashub" / "tiny_dinov2"
+    imported = cache / "kerashub" / "tiny_dinov2"
     assert (imported / "config.json").is_file() and str(imported) in result.stdout
-    pin = Manifest(tmp_path / "cache").get("kerashub-tiny_dinov2")
+    pin = Manifest(cache).get("kerashub-tiny_dinov2")
     assert pin is not None and pin["source"] == str(presets["dinov2"].resolve())
 
-    # An archive of another preset, replacing the first import: its sha256 is pinned, the tree too.
+    # An archive of another preset, replacing the first import: its sha256 is pinned, the tree's too.
     archive = tmp_path / "resnet.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(presets["resnet"], arcname="resnet_preset")
-    result = cli("fetch", "kerashub:tiny_dinov2", "--from", str(archive), env=env)
-    assert result.returncode == 0, result.stderr
+    assert _fetch(catalog, "kerashub:tiny_dinov2", cache, archive) == imported
     assert json.loads((imported / "config.json").read_text())["class_name"] == "ResNetBackbone"
-    manifest = Manifest(tmp_path / "cache")
+    manifest = Manifest(cache)
     assert manifest.get("kerashub-tiny_dinov2.tar.gz") is not None
     assert manifest.get("kerashub-tiny_dinov2")["sha256"] != pin["sha256"]
+    assert not [p for p in imported.parent.iterdir() if p.name.startswith(".")]  # no scratch left behind
 
     # kerashub:<name> now runs offline from the imported copy.
     result = cli("extract", "--backbone", "kerashub:tiny_dinov2", "--dataset", "digits:0-1", "--out",
@@ -235,20 +242,23 @@ def test_fetch_from_folder_and_archive_imports_under_the_preset_name(cli, preset
     assert np.load(tmp_path / "f.npz")["features"].shape[1] == WIDTHS["resnet"]
 
 
-def test_fetch_refuses_unsafe_archives_and_folders_that_are_not_presets(cli, tmp_path) -> None:
-    env = _kerashub_env(tmp_path)
+def test_fetch_refuses_unsafe_archives_and_folders_that_are_not_presets(catalog, cli, tmp_path) -> None:
+    cache = tmp_path / "cache"
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
         data = b"{}"
         member = tarfile.TarInfo("../escape/config.json")
         member.size = len(data)
         tar.addfile(member, io.BytesIO(data))
-    assert_one_line_error(cli("fetch", "kerashub:tiny", "--from", str(evil), env=env), "refusing to extract")
-    assert not (tmp_path / "cache" / "escape").exists() and not (tmp_path / "escape").exists()
+    with pytest.raises(UserError, match="refusing to extract"):
+        _fetch(catalog, "kerashub:tiny", cache, evil)
+    assert not (cache / "escape").exists() and not (cache / "kerashub" / "escape").exists()
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(cli("fetch", "kerashub:tiny", "--from", str(tmp_path / "empty"), env=env),
-                          "holds no config.json")
-    assert not (tmp_path / "cache" / "kerashub" / "tiny").exists()
+    with pytest.raises(UserError, match="holds no config.json"):
+        _fetch(catalog, "kerashub:tiny", cache, tmp_path / "empty")
+    assert not (cache / "kerashub" / "tiny").exists()
+    # A fetcher that imports files only is not handed a folder.
+    assert_one_line_error(cli("fetch", "keras:MobileNet", "--from", str(tmp_path / "empty")), "is a folder")
 
 
 # -- listing -----------------------------------------------------------------------------------
@@ -279,15 +289,19 @@ def test_list_all_shows_presets_only_when_asked(cli) -> None:
 # -- end to end ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", KINDS)
-def test_run_transfer_full_and_finetune_through_the_cli(cli, presets, tmp_path, kind) -> None:
+def test_run_transfer_full_and_finetune_through_the_cli(cli, presets, tmp_path) -> None:
+    """The tiny ViT, DINOv2, CLIP and ResNet presets, each with transfer, full and finetune, in one sweep."""
     out = tmp_path / "r.json"
-    result = cli("run", "--backbone", f"kerashub:{presets[kind]}", "--dataset", "digits:0-2", "--compare",
-                 "transfer,full,finetune", "--shots", "5", "--full-epochs", "1", "--head-opt", "steps=50",
-                 "--output", str(out), "--quiet", env=_kerashub_env(tmp_path))
+    result = cli("run", "--backbone", ",".join(f"kerashub:{presets[kind]}" for kind in KINDS), "--dataset",
+                 "digits:0-2", "--compare", "transfer,full,finetune", "--shots", "5", "--full-epochs", "1",
+                 "--head-opt", "steps=50", "--output", str(out), "--quiet", env=_kerashub_env(tmp_path))
     assert result.returncode == 0, result.stderr
     runs = json.loads(out.read_text())["runs"]
-    assert sorted(run["method"] for run in runs) == ["finetune", "full", "transfer"]
     assert all(run["status"] == "ok" for run in runs), [run.get("error") for run in runs]
-    transfer = next(run for run in runs if run["method"] == "transfer")
-    assert transfer["backbone_info"]["embedding"] == {"clip": "projected", "resnet": "gap"}.get(kind, "cls")
+    for kind in KINDS:
+        mine = [run for run in runs if run["backbone"] == f"kerashub:{presets[kind]}"]
+        assert sorted(run["method"] for run in mine) == ["finetune", "full", "transfer"]
+        transfer = next(run for run in mine if run["method"] == "transfer")
+        assert transfer["backbone_info"]["embedding"] == {"clip": "projected", "resnet": "gap"}.get(kind, "cls")
+        assert transfer["backbone_info"]["architecture"] in ("ViTBackbone", "DINOV2Backbone", "CLIPBackbone",
+                                                             "ResNetBackbone")
