@@ -195,11 +195,15 @@ def _kerashub_env(tmp_path: Path) -> dict[str, str]:
             "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
 
 
-def test_offline_missing_preset_is_one_line_naming_the_fetch_command(cli, tmp_path) -> None:
-    result = cli("run", "--backbone", "kerashub:dinov2_small", "--dataset", "digits:0-2", "--quiet",
-                 env=_kerashub_env(tmp_path), timeout=300)
-    assert_one_line_error(result, "dinov2_small", "xferbench fetch kerashub:dinov2_small",
-                          "--from DIR-or-ARCHIVE")
+def test_offline_missing_preset_is_one_line_naming_the_fetch_command(catalog, tmp_path, monkeypatch) -> None:
+    for name, value in _kerashub_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError) as caught:
+        make_backbone(catalog, "kerashub:dinov2_small", tmp_path).prepare(None)
+    message = str(caught.value)
+    assert "\n" not in message and "cannot download KerasHub preset 'dinov2_small'" in message
+    assert "`xferbench fetch kerashub:dinov2_small`" in message
+    assert "`xferbench fetch kerashub:dinov2_small --from DIR-or-ARCHIVE`" in message
 
 
 def test_unknown_preset_name_points_at_the_list(catalog, tmp_path, monkeypatch) -> None:
@@ -259,6 +263,87 @@ def test_fetch_refuses_unsafe_archives_and_folders_that_are_not_presets(catalog,
     assert not (cache / "kerashub" / "tiny").exists()
     # A fetcher that imports files only is not handed a folder.
     assert_one_line_error(cli("fetch", "keras:MobileNet", "--from", str(tmp_path / "empty")), "is a folder")
+
+
+class FakeKaggle:
+    """Kaggle's model-download call on ``localhost:7777``, where ``KAGGLE_API_ENVIRONMENT=TEST`` points kagglehub.
+
+    It answers ``POST /api/v1/models.ModelApiService/DownloadModelInstanceVersion`` (one file of a
+    model version, named in the JSON body) with the file from ``folder``, and records what was asked.
+    kagglehub cannot be pointed at another port, so the test is skipped while the port is taken.
+    """
+
+    PATH = "/api/v1/models.ModelApiService/DownloadModelInstanceVersion"
+
+    def __init__(self, folder: Path) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fake = self
+        self.requests: list[dict[str, object]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base class signature
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                fake.requests.append(body)
+                path = folder / str(body.get("path", ""))
+                found = self.path == fake.PATH and path.is_file() and path.parent == folder
+                data = path.read_bytes() if found else b""
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                self.wfile.write(data)
+
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", 7777), Handler)
+        except OSError as exc:
+            pytest.skip(f"port 7777 (kagglehub's test endpoint) is taken: {exc}")
+        self.server.daemon_threads = True
+        import threading
+
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def test_preset_name_downloads_through_kagglehub_then_runs_offline(cli, presets, tmp_path) -> None:
+    """``kerashub:dinov2_small`` the way users get it: KerasHub's name, kagglehub's download, its cache.
+
+    The fake server hands out the tiny DINOv2 preset as ``dinov2_small``. After the fetch it is
+    stopped: the run then finds everything in KerasHub's cache, and a preset never fetched is one line.
+    """
+    kaggle = FakeKaggle(presets["dinov2"])
+    env = {"KAGGLE_API_ENVIRONMENT": "TEST", "KAGGLEHUB_CACHE": str(tmp_path / "kagglehub"),
+           "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"}
+    try:
+        fetched = cli("fetch", "kerashub:dinov2_small", env=env)
+    finally:
+        kaggle.stop()
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    asked = {str(request["path"]) for request in kaggle.requests}
+    assert {"config.json", "model.weights.h5", "image_converter.json"} <= asked
+    assert {request["instanceSlug"] for request in kaggle.requests} == {"dinov2_small"}
+    folder = tmp_path / "kagglehub" / "models" / "keras" / "dinov2" / "keras" / "dinov2_small" / "1"
+    assert f"kerashub: ready at {folder}" in fetched.stdout
+    pin = Manifest(tmp_path / "cache").get("kerashub-dinov2_small")
+    assert pin is not None and pin["source"] == "kerashub:dinov2_small"
+
+    offline = {**env, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
+               "no_proxy": ""}
+    result = cli("extract", "--backbone", "kerashub:dinov2_small", "--dataset", "digits:0-1", "--out",
+                 str(tmp_path / "f.npz"), "--quiet", env=offline)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.load(tmp_path / "f.npz")["features"].shape[1] == WIDTHS["dinov2"]
+    assert_one_line_error(cli("extract", "--backbone", "kerashub:dinov2_base", "--dataset", "digits:0-1", "--out",
+                              str(tmp_path / "g.npz"), "--quiet", env=offline),
+                          "xferbench fetch kerashub:dinov2_base")
 
 
 # -- listing -----------------------------------------------------------------------------------

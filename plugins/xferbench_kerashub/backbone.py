@@ -83,12 +83,26 @@ def download_preset(preset: str) -> Path:
         raise UserError(f"kerashub:{preset} needs KerasHub ({one_line(exc)}); "
                         f'pip install "xferbench[kerashub]"') from None
     try:
-        return Path(get_file(preset, CONFIG_FILE)).parent
+        folder = Path(get_file(preset, CONFIG_FILE)).parent
+        if not is_complete(folder):
+            # kagglehub fetches file by file, on demand: loading the preset once pulls in every file the
+            # backbone needs (sharded weights too); the image converter is a file of its own.
+            import keras_hub
+
+            keras_hub.models.Backbone.from_preset(preset)
+            get_file(preset, _CONVERTER_FILE)
     except ValueError as exc:  # not a known preset or handle
         raise UserError(f"kerashub:{preset}: {one_line(exc)[:300]}; see xferbench list backbones --all") from None
     except Exception as exc:  # network and cache errors come in many types (requests, kagglehub, OSError)
         raise UserError(f"cannot download KerasHub preset {preset!r} ({one_line(exc)[:200]}); "
                         f"{fetch_command(preset)}") from None
+    return folder
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether a downloaded preset folder holds its config, image converter and weights."""
+    return all((folder / name).is_file() for name in ("config.json", _CONVERTER_FILE)) and any(
+        (folder / name).is_file() for name in ("model.weights.h5", "model.weights.json"))
 
 
 def locate_preset(arg: str, cache_dir: Path) -> tuple[Path, str]:
