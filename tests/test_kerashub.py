@@ -390,3 +390,15 @@ def test_run_transfer_full_and_finetune_through_the_cli(cli, presets, tmp_path) 
         assert transfer["backbone_info"]["embedding"] == {"clip": "projected", "resnet": "gap"}.get(kind, "cls")
         assert transfer["backbone_info"]["architecture"] in ("ViTBackbone", "DINOV2Backbone", "CLIPBackbone",
                                                              "ResNetBackbone")
+    # export writes the transfer run (the CLIP preset: projected image embedding + head) as one SavedModel
+    # that predicts from image files, as the harness measured.
+    clip_transfer = next(run for run in runs if run["backbone"] == f"kerashub:{presets['clip']}"
+                         and run["method"] == "transfer")
+    model_dir = tmp_path / "exported"
+    exported = cli("export", "--run", clip_transfer["run_dir"], "--out", str(model_dir), "--quiet")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    image = tmp_path / "probe.png"
+    image.write_bytes(png(sample_pixels()[0]))
+    predicted = cli("predict", "--model", str(model_dir), "--top-k", "2", str(image))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert "probe.png" in predicted.stdout
