@@ -25,3 +25,20 @@ def cli(tmp_path):
                        cwd=tmp_path)
 
     return call
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_peak_dir(tmp_path_factory):
+    """One measured peak matmul GFLOP/s per test session (runs record MFU), not one per private cache."""
+    import os
+
+    from xferbench.peak import PEAK_DIR_ENV
+
+    if os.environ.get(PEAK_DIR_ENV):
+        yield
+        return
+    os.environ[PEAK_DIR_ENV] = str(tmp_path_factory.mktemp("peak"))
+    try:
+        yield
+    finally:
+        os.environ.pop(PEAK_DIR_ENV, None)

@@ -106,28 +106,41 @@ def test_interrupted_extraction_resumes(tmp_path):
     assert result.cache_hits == 16 and resumed.forward_images == 24
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
+def _record_spans(pack: Path) -> list[tuple[int, int]]:
+    """``(offset, length)`` of every record of a pack, read through its framing."""
+    from xferbench.pack_store import record_size, scan_pack
+
+    return [(int(e["offset"]), record_size(int(e["dim"]))) for e in scan_pack(pack).entries]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "checksum", "key", "garbage"])
 def test_corrupt_entry_is_detected_and_recomputed(tmp_path, damage):
     dataset = make_dataset(5)
     clean = run(CountingBackbone(), dataset, tmp_path)
-    entries = sorted(tmp_path.rglob("*.bn"))
-    assert len(entries) == 5
-    victim = entries[0]
-    blob = bytearray(victim.read_bytes())
+    packs = sorted(tmp_path.rglob("*.pack"))
+    assert len(packs) == 1 and len(list(tmp_path.rglob("*.idx"))) == 1
+    pack = packs[0]
+    spans = _record_spans(pack)
+    assert len(spans) == 5
+    blob = bytearray(pack.read_bytes())
+    offset, length = spans[2] if damage != "truncate" else spans[-1]
     if damage == "truncate":
-        victim.write_bytes(blob[:-3])
-    elif damage == "flip":
-        blob[12] ^= 0xFF
-        victim.write_bytes(bytes(blob))
-    elif damage == "empty":
-        victim.write_bytes(b"")
+        blob = blob[:-3]
+    elif damage == "flip":  # a value
+        blob[offset + length - 10] ^= 0xFF
+    elif damage == "checksum":
+        blob[offset + length - 1] ^= 0x01
+    elif damage == "key":  # a record that claims another image
+        blob[offset + 20] ^= 0x01
     else:
-        victim.write_bytes(b"\x80\x04pickle?" * 10)
+        blob[offset:offset + length] = (b"\x80\x04pickle?" * length)[:length]
+    pack.write_bytes(bytes(blob))
     backbone = CountingBackbone()
     healed = run(backbone, dataset, tmp_path)
     assert backbone.forward_images == 1 and healed.corrupt_cache_entries == 1
     np.testing.assert_array_equal(healed.features, clean.features)
-    assert run(CountingBackbone(), dataset, tmp_path).corrupt_cache_entries == 0
+    again = CountingBackbone()
+    assert run(again, dataset, tmp_path).corrupt_cache_entries == 0 and again.forward_images == 0
 
 
 def test_cache_file_format_rejects_a_wrong_width(tmp_path):

@@ -109,7 +109,7 @@ def test_digits_example_end_to_end(cli, tmp_path):
     """The digits example: pretrain lenet5 on digits 0-4, transfer to 5-9, against full."""
     result = cli("run", *DIGITS_EXAMPLE)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "transfer" in result.stdout and "full" in result.stdout and "speed-up" in result.stdout
+    assert "transfer" in result.stdout and "full" in result.stdout and "vs full, whole cost" in result.stdout
     outputs = list((tmp_path / "xferbench-results").glob("*.json"))
     assert len(outputs) == 1
     document = json.loads(outputs[0].read_text())

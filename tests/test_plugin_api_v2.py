@@ -361,3 +361,47 @@ def test_a_reporter_sees_each_run_as_it_finishes(tmp_path):
 def test_a_reporter_spec_is_a_component_like_the_others():
     spec = ReporterSpec("mine", "x", factory="builtins:object", options=(Option("path", str, ""),))
     assert spec.validate({"path": "a"}) == {"path": "a"}
+
+
+def _documented(first_line: str) -> types.ModuleType:
+    """The Python block of docs/plugins.md that starts with ``first_line``, run as a module."""
+    text = (REPO / "docs" / "plugins.md").read_text()
+    block = next(part.split("```", 1)[0] for part in text.split("```python\n")[1:] if part.startswith(first_line))
+    module = types.ModuleType(first_line.split()[-1])
+    exec(compile(block, "docs/plugins.md", "exec"), module.__dict__)  # noqa: S102 - our own documentation
+    return module
+
+
+def test_the_documented_method_and_logger_run_as_written(tmp_path, capsys):
+    method = _documented("# my_plugin/nearest_mean.py")
+    logger = _documented("# my_plugin/__init__.py\nimport json")
+
+    @hookimpl
+    def xferbench_register_methods(register):
+        register(MethodSpec("nearest_mean", "the documented example", factory=method.NearestMean))
+
+    plugin = make_plugin()
+    plugin.xferbench_register_methods = xferbench_register_methods
+    catalog = load_catalog(extra_plugins=[("doc", plugin), ("doclog", logger)])
+    context = RunContext(catalog=catalog, cache_dir=tmp_path / "cache", progress=Progress(quiet=True))
+    request = RunRequest(backbones=["block_means"], datasets=["digits:0-3"], heads=["logreg"],
+                         methods=["nearest_mean"])
+    (run,) = Runner(request, context, tmp_path / "r.json").run()["runs"]
+    assert run["status"] == "ok" and run["test_accuracy"] > 0.6 and run["method_info"] == {"classes": 4}
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert printed == [{"method": "nearest_mean", "status": "ok", "accuracy": run["test_accuracy"]}]
+
+
+def test_reporters_read_only_fields_the_record_has():
+    """The summary, table, text and HTML reporters name run fields by string: each must be a RunRecord field."""
+    import re
+
+    fields = set(RunRecord.__dataclass_fields__)
+    sources = [*(REPO / "plugins" / "xferbench_reporters").glob("*.py"), *(REPO / "plugins" / "xferbench_html").glob("*.py"),
+               REPO / "src" / "xferbench" / "comparison.py"]
+    used = set()
+    for source in sources:
+        text = source.read_text()
+        used |= set(re.findall(r"\brun\.get\(\"(\w+)\"", text)) | set(re.findall(r"\brun\[\"(\w+)\"\]", text))
+    assert used, "the pattern found nothing: the test would pass vacuously"
+    assert used <= fields, sorted(used - fields)

@@ -32,13 +32,50 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def forward(layers: Sequence[DenseLayer], x: np.ndarray) -> np.ndarray:
-    """Run ``x`` through ``layers`` in float64 (the exported Keras model uses float32)."""
+#: a training matrix that is not already in memory and is larger than this (as float64) is read a
+#: chunk at a time, never copied whole (features memory-mapped from disk may be larger than RAM)
+IN_MEMORY_TRAINING_BYTES = 512 << 20
+#: rows per chunk when a matrix is read or evaluated a piece at a time
+ROW_CHUNK = 8192
+
+
+def forward(layers: Sequence[DenseLayer], x: Any) -> np.ndarray:
+    """Run ``x`` through ``layers`` in float64 (the exported Keras model uses float32), a chunk of rows at a time."""
+    if len(x) > ROW_CHUNK and not (isinstance(x, np.ndarray) and not isinstance(x, np.memmap)):
+        return np.concatenate([forward(layers, x[i:i + ROW_CHUNK]) for i in range(0, len(x), ROW_CHUNK)])
     out = np.asarray(x, dtype=np.float64)
     for layer in layers:
         out = out @ layer.kernel + layer.bias
         out = np.maximum(out, 0.0) if layer.activation == "relu" else softmax(out)
     return out
+
+
+class OutOfCoreRows:
+    """A training matrix too large to copy (a memory map, or the cell's row view of one): float64 rows on demand."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.shape = tuple(base.shape)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.base[key], dtype=np.float64)
+
+    def chunks(self) -> Any:
+        """``(start, float64 rows)`` over the whole matrix, ROW_CHUNK rows at a time."""
+        for start in range(0, len(self), ROW_CHUNK):
+            yield start, self[start:start + ROW_CHUNK]
+
+
+def is_out_of_core(x: Any) -> bool:
+    """Whether ``x`` stays where it is (disk) rather than being copied into memory as float64."""
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
+        return False
+    shape = getattr(x, "shape", None)
+    return shape is not None and len(shape) == 2 and shape[0] * shape[1] * 8 > IN_MEMORY_TRAINING_BYTES
 
 
 def fold_standardization(mean: np.ndarray, scale: np.ndarray, kernel: np.ndarray,
@@ -74,10 +111,18 @@ def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def check_training_data(name: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                        y_val: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Float64 features and int labels, with one-line errors for the mistakes a caller can make."""
-    xt = np.asarray(x_train, dtype=np.float64)
+def check_training_data(name: str, x_train: Any, y_train: np.ndarray, x_val: np.ndarray,
+                        y_val: np.ndarray, num_classes: int,
+                        out_of_core: bool = False) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 features and int labels, with one-line errors for the mistakes a caller can make.
+
+    With ``out_of_core``, a large training matrix that is not in memory (see :func:`is_out_of_core`)
+    comes back as :class:`OutOfCoreRows`, read a batch or chunk at a time.
+    """
+    if out_of_core and is_out_of_core(x_train):
+        xt: Any = OutOfCoreRows(x_train)
+    else:
+        xt = np.asarray(x_train, dtype=np.float64)
     xv = np.asarray(x_val, dtype=np.float64)
     yt = np.asarray(y_train).astype(np.int64, copy=False)
     yv = np.asarray(y_val).astype(np.int64, copy=False)
@@ -90,7 +135,9 @@ def check_training_data(name: str, x_train: np.ndarray, y_train: np.ndarray, x_v
     for split, labels in (("training", yt), ("validation", yv)):
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise UserError(f"head {name!r}: {split} labels must lie in 0..{num_classes - 1}")
-    if not (np.isfinite(xt).all() and np.isfinite(xv).all()):
+    finite = (all(np.isfinite(rows).all() for _, rows in xt.chunks()) if isinstance(xt, OutOfCoreRows)
+              else np.isfinite(xt).all())
+    if not (finite and np.isfinite(xv).all()):
         raise UserError(f"head {name!r}: features contain NaN or infinity; drop the unreadable images first")
     return xt, yt, xv.reshape(-1, xt.shape[1]), yv
 

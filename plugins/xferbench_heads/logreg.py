@@ -14,14 +14,18 @@ from xferbench.errors import OptionError, UserError
 from xferbench.head import ProgressCallback
 from xferbench_heads import LOGREG_OPTIONS
 from xferbench_heads._dense import (
+    ROW_CHUNK,
     DenseHead,
     DenseLayer,
+    OutOfCoreRows,
     check_training_data,
     fold_standardization,
     softmax,
     standardizer,
 )
 
+#: passes of SGD over a training matrix too large for memory
+OUT_OF_CORE_EPOCHS = 5
 # Logit given to classes absent from the training split: exp() of it is exactly 0 in float32.
 _ABSENT_LOGIT = -1e4
 
@@ -64,12 +68,16 @@ class LogRegHead(DenseHead):
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
             num_classes: int, seed: int, on_progress: ProgressCallback | None = None) -> None:
-        x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes)
+        x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes,
+                                           out_of_core=True)
         if len(np.unique(y)) < 2:
             raise UserError("head 'logreg': the training split holds only one class; it needs at least two")
         if len(self.grid) > 1 and len(yv) == 0:
             raise UserError("head 'logreg': choosing C needs a validation split, and it is empty; "
                             "give the dataset validation images or pass a single value, e.g. grid=1")
+        if isinstance(x, OutOfCoreRows):
+            self._fit_out_of_core(x, y, xv, yv, num_classes, seed, on_progress)
+            return
         started = time.perf_counter()
         mean, scale = standardizer(x)
         xs = (x - mean) / scale
@@ -109,6 +117,49 @@ class LogRegHead(DenseHead):
             "seconds": round(time.perf_counter() - started, 4),
         }
 
+    def _fit_out_of_core(self, x: OutOfCoreRows, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, num_classes: int,
+                         seed: int, on_progress: ProgressCallback | None) -> None:
+        """Features too large for memory: the same L2-regularised log loss, by SGD over chunks of rows.
+
+        scikit-learn's L-BFGS needs the whole matrix in memory; ``SGDClassifier(loss="log_loss")`` with
+        ``alpha = 1 / (C n)`` minimises the same objective a chunk at a time (``partial_fit``), for
+        OUT_OF_CORE_EPOCHS passes in a seeded chunk order. C is chosen on validation as in memory.
+        """
+        from sklearn.linear_model import SGDClassifier
+
+        if self.options["refit"] == "train+val" and len(yv):
+            raise UserError(f"head 'logreg': refit=train+val is not available for features larger than memory "
+                            f"({x.shape[0]} x {x.shape[1]}); use refit=train")
+        started = time.perf_counter()
+        mean, scale = _chunked_standardizer(x)
+        classes = np.unique(y)
+        rng = np.random.default_rng(seed)
+        starts = [start for start, _ in _chunk_bounds(len(x))]
+        scores: list[dict[str, Any]] = []
+        best: tuple[tuple[float, float, float], DenseLayer] | None = None
+        for step, c in enumerate(self.grid, start=1):
+            model = SGDClassifier(loss="log_loss", alpha=1.0 / (c * len(x)), random_state=seed)
+            for _ in range(OUT_OF_CORE_EPOCHS):
+                for start in rng.permutation(starts):
+                    rows = x[start:start + ROW_CHUNK]
+                    model.partial_fit((rows - mean) / scale, y[start:start + ROW_CHUNK], classes=classes)
+            layer = self._layer(model, num_classes, mean, scale)
+            val_acc, val_loss = (_scores(layer, xv, yv) if len(yv) else (None, None))
+            scores.append({"C": c, "val_accuracy": val_acc, "val_loss": val_loss, "converged": None})
+            key = (-(val_acc or 0.0), val_loss if val_loss is not None else 0.0, c)
+            if best is None or key < best[0]:
+                best = (key, layer)
+            if on_progress is not None:
+                on_progress(step, val_acc, time.perf_counter() - started)
+        assert best is not None
+        chosen = next(s for s in scores if s["C"] == best[0][2])
+        self.layers = [best[1]]
+        self._info = {"C": best[0][2], "selected_on": "validation" if len(self.grid) > 1 else "fixed",
+                      "refit": "train", "val_accuracy": chosen["val_accuracy"],
+                      "solver": f"sgd log loss, out of core ({OUT_OF_CORE_EPOCHS} passes)",
+                      "standardized": "scaler fitted on the training data, folded into the layer", "grid": scores,
+                      "seconds": round(time.perf_counter() - started, 4)}
+
     def _new_model(self, c: float, seed: int) -> Any:
         from sklearn.linear_model import LogisticRegression
 
@@ -142,6 +193,24 @@ class LogRegHead(DenseHead):
         # Absent classes have zero kernel columns, so folding leaves their bias at _ABSENT_LOGIT.
         kernel, bias = fold_standardization(mean, scale, kernel, bias)
         return DenseLayer(kernel, bias, "softmax")
+
+
+def _chunk_bounds(n: int) -> list[tuple[int, int]]:
+    return [(start, min(start + ROW_CHUNK, n)) for start in range(0, n, ROW_CHUNK)]
+
+
+def _chunked_standardizer(x: OutOfCoreRows) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`standardizer` in two passes over chunks (mean, then variance about it)."""
+    total = np.zeros(x.shape[1])
+    for _, rows in x.chunks():
+        total += rows.sum(axis=0)
+    mean = total / len(x)
+    squares = np.zeros(x.shape[1])
+    for _, rows in x.chunks():
+        squares += ((rows - mean) ** 2).sum(axis=0)
+    scale = np.sqrt(squares / len(x))
+    scale[scale < 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
+    return mean, scale
 
 
 def _scores(layer: DenseLayer, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

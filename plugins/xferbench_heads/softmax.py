@@ -44,7 +44,9 @@ class SoftmaxHead(NumpyTrainedHead):
 
     def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              num_classes: int, seed: int, on_progress: ProgressCallback | None) -> None:
-        x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes)
+        # out_of_core: a batch of rows is all a step reads, so a matrix larger than memory trains too
+        x, y, xv, yv = check_training_data(self.name, x_train, y_train, x_val, y_val, num_classes,
+                                           out_of_core=True)
         opts = self.options
         rng = np.random.default_rng(seed)
         kernel = truncated_normal(rng, (x.shape[1], num_classes), 0.001)

@@ -110,6 +110,13 @@ class Inception2015(NetworkBackbone):
         """The graph's own decoding and resizing (its Sub and Mul normalise inside the network)."""
         return self._require().preprocessing
 
+    def flops_per_image(self) -> float:
+        from xferbench.flops import function_flops
+
+        loaded = self._require()
+        return function_flops(loaded.function, (*loaded.interface.size, 3))
+
+
     @property
     def batch_size(self) -> int:  # type: ignore[override]
         self._require()  # chosen in load() by default

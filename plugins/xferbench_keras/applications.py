@@ -329,6 +329,12 @@ class KerasBackbone(NetworkBackbone):
     def precision(self) -> str:
         return self._precision
 
+    def flops_per_image(self) -> float:
+        from xferbench.flops import function_flops
+
+        self._feature_model()
+        return function_flops(self._forward, (self.input_size, self.input_size, 3))
+
     def info(self) -> dict[str, Any]:
         import keras
 

@@ -189,5 +189,10 @@ class LeNet5(NetworkBackbone):
                     layer.set_weights(source.get_layer(layer.name).get_weights())
         return model
 
+    def flops_per_image(self) -> float:
+        from xferbench.flops import model_flops
+
+        return model_flops(self._features())
+
     def info(self) -> dict[str, Any]:
         return dict(self._source)

@@ -37,7 +37,7 @@ class NetworkTraining(Method):
                 task.set_status("" if val_acc is None else f"step {step}, val acc {val_acc:.3f}")
 
             common = dict(batch_size=batch_size, optimizer=OPTIMIZER, seed=context.seed,
-                          ema_decay=self.options["ema_decay"], eval_every_steps=None,
+                          ema_decay=self.options["ema_decay"], eval_every_steps=None, augment=on_the_fly(context),
                           on_epoch=lambda epoch: task.advance(epoch - task.completed))  # resumed: not from 0
             outcome = training.train_model(
                 model, train.x, train.y, val.x, val.y, epochs=epochs, budget_seconds=context.budget.seconds,
@@ -48,6 +48,8 @@ class NetworkTraining(Method):
             if outcome.stopped_by == "budget":
                 task.set_status(f"stopped by --full-budget at step {outcome.steps}")
         context.score(test, outcome.predict_proba(test.x).argmax(axis=1))
+        if context.augmentation is not None:
+            record.augment = {**context.augmentation.describe(), "applied": "on the fly"}
         return record.update(
             status="ok", n_train=len(train), n_val=len(val), n_test=len(test),
             skipped_files=context.dataset.skipped_counts(), train_seconds=outcome.seconds, curve=outcome.curve,
@@ -100,6 +102,23 @@ class FineTuning(NetworkTraining):
                                  **{**common, "on_epoch": None, "eval_every_steps": 100})
         finally:
             _set_backbone_trainable(model, True)
+
+
+def on_the_fly(context: MethodContext) -> Callable[[Any], Any] | None:
+    """``--augment`` for a training step: a fresh distortion of every batch, seeded by the run's seed."""
+    if context.augmentation is None:
+        return None
+    import tensorflow as tf
+
+    from xferbench.augment import tf_distort_batch
+    from xferbench.backbone import NetworkBackbone
+    from xferbench.errors import UserError
+
+    if not isinstance(context.backbone, NetworkBackbone):
+        raise UserError(f"--augment needs a backbone built on NetworkBackbone; {context.backbone.name!r} is not one")
+    preprocessing, settings = context.backbone.model_preprocessing, context.augmentation
+    generator = tf.random.Generator.from_seed(context.seed)
+    return lambda batch: tf_distort_batch(batch, preprocessing, settings, generator)
 
 
 def _set_backbone_trainable(model: Any, trainable: bool) -> None:

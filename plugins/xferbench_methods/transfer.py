@@ -17,7 +17,7 @@ class Transfer(Method):
 
     def run(self, context: MethodContext) -> RunRecord:
         record = context.record
-        train, val, test = (context.features(split) for split in ("train", "val", "test"))
+        train, val, test = context.training_features(), context.features("val"), context.features("test")
         context.require_splits(train, test)
         head = context.make_head()
         curve: list[dict[str, Any]] = []
@@ -50,4 +50,5 @@ def save_transfer_run(context: MethodContext, head: Any) -> None:
     RunFolder(context.run_dir).save_transfer_run(
         backbone_token=record.backbone, dataset_token=record.dataset, head_token=record.head, shots=record.shots,
         backbone=context.backbone, head=head, class_names=context.class_names, context=context.harness,
-        backbone_options=context.backbone_options)
+        backbone_options=context.backbone_options, dataset_options=context.dataset_options,
+        test_accuracy=record.test_accuracy)

@@ -10,7 +10,7 @@ def xferbench_register_reporters(register):
     register(ReporterSpec("table", "rich summary: one row per run, dataset and machine panels",
                           factory="xferbench_reporters.table:TableReporter",
                           options=(_OUTPUT, Option("width", int, 0, "table width in characters (0: the terminal's, "
-                                                                    "160 when piped)", min=0))))
+                                                                    "200 when piped)", min=0))))
     register(ReporterSpec("json", "the whole results document as JSON",
                           factory="xferbench_reporters.text:JsonReporter", options=(_OUTPUT,)))
     register(ReporterSpec("markdown", "the summary rows as a Markdown table",

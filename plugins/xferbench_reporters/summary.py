@@ -7,12 +7,13 @@ from typing import Any
 from xferbench.comparison import compare_methods, data_needed_line, format_speedup, speedup
 
 #: ``img/s`` is bottleneck extraction end to end (read, decode, forward); ``net img/s`` the network alone
-#: (``-`` where the backbone does not time its forward passes).
+#: (``-`` where the backbone does not time its forward passes); ``MFU`` the forward passes' GFLOP/s over the
+#: machine's peak matmul GFLOP/s in the run's precision.
 #: ``speed-up vs full`` is full retraining's time over the run's whole (cold) cost, extraction included;
 #: ``head-only`` over its warm cost, once the bottlenecks are cached. ``> x`` when --full-budget cut full short.
 SPEEDUP, HEAD_ONLY = "vs full, whole cost", "vs full, head only"
-COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "net img/s", "extract s",
-           "train s", SPEEDUP, HEAD_ONLY, "status")
+COLUMNS = ("backbone", "dataset", "method", "head", "shots", "test accuracy", "img/s", "net img/s", "MFU",
+           "extract s", "train s", SPEEDUP, HEAD_ONLY, "status")
 
 
 def _full_runs(runs: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -85,6 +86,7 @@ def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
             if run.get("method") == "transfer" else "-",
             "net img/s": _num(run.get("extract_forward_images_per_second"), ".1f")
             if run.get("method") == "transfer" else "-",
+            "MFU": _num(run.get("mfu"), ".1%") if run.get("method") == "transfer" else "-",
             "extract s": _num(run.get("extract_seconds"), ".2f"),
             "train s": _num(run.get("train_seconds"), ".2f"),
             # Bottlenecks all from the cache: this run did not pay for extraction, so it has no whole cost.
@@ -95,4 +97,5 @@ def summary_rows(document: dict[str, Any]) -> list[dict[str, str]]:
         if run.get("method") == "transfer" and run.get("status") == "ok" and not run.get("extracted"):
             rows[-1]["img/s"] = f"cached ({run.get('cache_hits', 0)})"
             rows[-1]["net img/s"] = "-"
+            rows[-1]["MFU"] = "-"
     return rows

@@ -21,11 +21,11 @@ class TableReporter(Reporter):
 
         probe = Console(file=stream)
         # Piped output has no width; a wide table beats one folded into unreadable slivers.
-        width = self.options.get("width") or (probe.width if probe.is_terminal else 160)
+        width = self.options.get("width") or (probe.width if probe.is_terminal else 200)
         console = Console(file=stream, width=width)
         table = Table(title="xferbench: transfer learning against full retraining", show_lines=False)
         for column in COLUMNS:
-            justify = "right" if column in ("shots", "img/s", "net img/s", "extract s", "train s", SPEEDUP,
+            justify = "right" if column in ("shots", "img/s", "net img/s", "MFU", "extract s", "train s", SPEEDUP,
                                             HEAD_ONLY) else "left"
             table.add_column(column, justify=justify, overflow="fold", no_wrap=column != "status")
         for row in summary_rows(document):

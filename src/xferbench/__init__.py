@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from xferbench.errors import OptionError, PluginError, UserError
 from xferbench.hookspecs import PLUGIN_API_VERSION, hookimpl
 from xferbench.options import Option
-from xferbench.specs import BackboneSpec, CommandSpec, DatasetSpec, HeadSpec, MethodSpec, ReporterSpec
+from xferbench.specs import BackboneSpec, CommandSpec, DatasetSpec, HeadSpec, MethodSpec, ReporterSpec, SuiteSpec
 
 if TYPE_CHECKING:
     from xferbench.backbone import Backbone, NetworkBackbone
@@ -41,7 +41,7 @@ __all__ = [
     "PLUGIN_API_VERSION", "Backbone", "BackboneSpec", "CommandSpec", "DatasetSpec", "Example", "Head", "HeadSpec",
     "ImageDataset", "JpegDecoding", "Method", "MethodContext", "MethodSpec", "NetworkBackbone", "Option",
     "OptionError", "PluginError", "Preprocessing", "Reporter", "ReporterSpec", "RunContext", "RunRecord", "SplitData",
-    "Sweep", "TrainingBudget", "UserError", "__version__", "hookimpl",
+    "SuiteSpec", "Sweep", "TrainingBudget", "UserError", "__version__", "hookimpl",
 ]
 
 

@@ -59,6 +59,12 @@ class Backbone(abc.ABC):
     def precision(self) -> str:
         return "float32"
 
+    def flops_per_image(self) -> float | None:
+        """FLOPs of one image's forward pass, counted from the network's graph (2 per multiply-add of its
+        convolutions and matrix products, :mod:`xferbench.flops`); None when the backbone cannot tell.
+        Called after ``prepare``; it feeds the run's ``gflops_per_image`` and MFU."""
+        return None
+
     # -- full retraining and fine-tuning (optional) -------------------------------------
     def supports(self, method: str) -> bool:
         """Whether ``method`` (``"full"`` or ``"finetune"``) is available."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from xferbench.augment import Augmentation, CopyExtraction, extract_copies
 from xferbench.backbone import Backbone
 from xferbench.context import RunContext
 from xferbench.data import Example, ImageDataset, Split
@@ -40,6 +41,7 @@ class Cell:
         self._inputs: _Inputs | BaseException | None = None
         self._scratch = contextlib.ExitStack()
         self._position = {ex.key: i for i, ex in enumerate(dataset.examples)}
+        self._copies: dict[tuple[Augmentation, int], CopyExtraction] = {}
 
     def __enter__(self) -> Cell:
         return self
@@ -66,8 +68,34 @@ class Cell:
         position = self._position
         examples = [ex for ex in subset.split(split) if ex.key not in failed]
         index = np.array([position[ex.key] for ex in examples], dtype=np.int64)
-        return SplitData(extraction.features[index], np.array([ex.label for ex in examples], dtype=np.int64),
-                         [ex.key for ex in examples])
+        features = extraction.features
+        # Memory-mapped features (a large dataset): the training split stays on disk, read a batch at a time.
+        x = _Rows(features, index) if split == "train" and isinstance(features, np.memmap) else features[index]
+        return SplitData(x, np.array([ex.label for ex in examples], dtype=np.int64), [ex.key for ex in examples])
+
+    def augmented_features(self, subset: ImageDataset, settings: Augmentation, seed: int) -> SplitData:
+        """The distorted copies of ``subset``'s training images (``--augment``), each computed once per cell.
+
+        Copies of every training image any shots draw uses are extracted (or read from the cache)
+        on first use; each draw takes the rows of its own images.
+        """
+        copies = self._copies.get((settings, seed))
+        if copies is None:
+            keys: set[str] = set()
+            for draw in self._draws:
+                keys.update(ex.key for ex in draw.split("train"))
+            examples = [ex for ex in self.dataset.split("train") if ex.key in keys]
+            copies = extract_copies(self.backbone, self.dataset, examples, settings, seed,
+                                    self.context.subdir("bottlenecks"), self.context.progress)
+            self._copies[(settings, seed)] = copies
+        wanted = {ex.key for ex in subset.split("train")}
+        rows = np.array([i for i, key in enumerate(copies.keys) if key.rpartition("#copy")[0] in wanted],
+                        dtype=np.int64)
+        return SplitData(copies.features[rows], copies.labels[rows], [copies.keys[i] for i in rows])
+
+    def copy_extraction(self, settings: Augmentation, seed: int) -> CopyExtraction | None:
+        """How the copies of ``settings`` were obtained (cache hits, extracted), once extracted."""
+        return self._copies.get((settings, seed))
 
     # -- model inputs ------------------------------------------------------------------------
     def inputs(self, subset: ImageDataset, split: Split) -> SplitData:
@@ -138,6 +166,10 @@ class _Rows:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self.base[self.index[key]])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """All rows at once (what a method that needs the whole matrix in memory gets)."""
+        return np.asarray(self.base[self.index], dtype=dtype)
 
 
 def _decodable_rows(inputs: np.ndarray, index: np.ndarray) -> np.ndarray:

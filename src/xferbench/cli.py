@@ -27,9 +27,10 @@ DEFAULT_RUN = ["--backbone", "keras:MobileNet", "--backbone-opt", "alpha=0.25", 
                "--dataset", "flowers-mini", "--head", "logreg", "--compare", "transfer,full",
                "--shots", "5,20,all", "--full-epochs", "15"]
 #: the `run` options that choose the work; with none of them, `xferbench run` runs DEFAULT_RUN
-_WORK_OPTIONS = frozenset({"backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
-                           "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt"})
-KINDS = ("backbones", "datasets", "heads", "methods", "reporters", "commands")
+_WORK_OPTIONS = frozenset({"suite", "backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
+                           "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt",
+                           "augment", "augment_copies"})
+KINDS = ("backbones", "datasets", "heads", "methods", "reporters", "commands", "suites")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +84,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--backbone", default="lenet5", help="backbone name(s), comma-separated (default lenet5)")
     run.add_argument("--dataset", default="digits:5-9",
                      help="dataset name(s); NAME:SUBSET selects classes (default digits:5-9)")
+    run.add_argument("--suite", metavar="NAME|FILE.toml",
+                     help="run every task of a suite (see xferbench list suites, docs/suites.md); its protocol "
+                          "sets --head, --compare and --shots unless given")
     run.add_argument("--head", default="softmax", help="head name(s) for transfer (default softmax)")
     run.add_argument("--compare", default=None,
                      help="methods, e.g. transfer,full,finetune (see xferbench list methods; default: transfer, "
@@ -102,6 +106,13 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
                      help="validation accuracy to time each method to, e.g. 0.9 or 90%% (default: the lower of "
                           "transfer's and the other method's final ones)")
+    run.add_argument("--tensorboard", type=Path, metavar="DIR",
+                     help="write each run's curves, test accuracy, throughput and hparams as TensorBoard logs")
+    run.add_argument("--augment", metavar="flip,crop=PCT,scale=PCT,brightness=PCT",
+                     help="retrain.py's distortions of the training images: cached distorted copies for transfer, "
+                          "on the fly for full and finetune (val and test are never distorted)")
+    run.add_argument("--augment-copies", type=int, metavar="K",
+                     help="distorted copies of each training image for transfer (default 5)")
     run.add_argument("--show-misclassified", action="store_true",
                      help="list misclassified test images (retrain.py --print_misclassified_test_images)")
     for kind in ("backbone", "dataset", "head", "method"):
@@ -129,12 +140,18 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     extract.add_argument("--backbone-opt", action="append", default=[], metavar="K=V")
     extract.add_argument("--dataset-opt", action="append", default=[], metavar="K=V")
 
-    export = sub.add_parser("export", parents=[common], help="write a transfer run as one TF SavedModel")
+    export = sub.add_parser("export", parents=[common], help="write a transfer run as one TF SavedModel or TFLite model")
     export.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
-    export.add_argument("--out", required=True, type=Path, metavar="DIR")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR|FILE.tflite")
+    export.add_argument("--format", default="savedmodel", choices=("savedmodel", "tflite"),
+                        help="savedmodel (a folder, default) or tflite (one file, with an export report next to it)")
+    export.add_argument("--quantize", default="none", choices=("none", "dynamic", "float16", "int8"),
+                        help="TFLite quantization; int8 is full-integer, calibrated on the run's training split")
+    export.add_argument("--representative-images", type=int, default=100, metavar="N",
+                        help="training images that calibrate --quantize int8 (default 100)")
 
     predict = sub.add_parser("predict", parents=[common], help="top-k labels of images from an exported model")
-    predict.add_argument("--model", required=True, type=Path, metavar="DIR")
+    predict.add_argument("--model", required=True, type=Path, metavar="DIR|FILE.tflite")
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("images", nargs="+", type=Path, metavar="IMG")
 
@@ -145,8 +162,12 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
                          help="exit 1 when accuracy, throughput or time regress by more than PCT percent")
 
     report = sub.add_parser("report", parents=[common], help="render a results file (plots need the [plot] extra)")
-    report.add_argument("result", type=Path, metavar="RESULT.json")
+    report.add_argument("result", type=Path, nargs="+", metavar="RESULT.json",
+                        help="one results file, or several: a leaderboard across them (with --html: a comparison "
+                             "page of two, baseline and candidate)")
     report.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
+    report.add_argument("--html", type=Path, metavar="FILE.html",
+                        help="write a self-contained HTML page (charts, sortable table) to FILE.html")
     report.add_argument("--format", default="table", help="summary format: table, json, markdown, csv")
     report.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
                         help="recompute the comparison timing each method to this validation accuracy")
@@ -156,6 +177,13 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
     evaluate.add_argument("--until-done", action="store_true", help="stop after the final checkpoint")
+    from xferbench import cache_admin
+
+    cache_admin.add_parser(sub, common)
+
+    machine = sub.add_parser("machine", parents=[common], help="CPU features, GPUs, TensorFlow build, peak GFLOP/s")
+    machine.add_argument("--remeasure", action="store_true", help="measure the peak matmul GFLOP/s again")
+    machine.add_argument("--json", action="store_true", help="print it as JSON")
     for spec in (catalog.commands if catalog is not None else ()):
         command = sub.add_parser(spec.name, parents=[common], help=f"{spec.description} (plugin {spec.plugin})")
         arguments = spec.load_arguments()
@@ -281,7 +309,7 @@ def import_tensorflow_quietly() -> None:
 
 
 _BUILT_IN_COMMANDS = ("run", "list", "plugins", "fetch", "extract", "export", "predict", "compare", "report",
-                      "evaluate")
+                      "evaluate", "cache", "machine")
 
 
 def _plugin_commands(argv: list[str]) -> Any:
@@ -337,13 +365,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         import_tensorflow_quietly()
         return _cmd_extract(args)
     if args.command == "export":
-        from xferbench.export import export_run
-
-        import_tensorflow_quietly()
-        catalog = _catalog(args)
-        path = export_run(args.run, args.out, _context(args, catalog))
-        print(f"exported: {path}")
-        return 0
+        return _cmd_export(args)
     if args.command == "predict":
         return _cmd_predict(args)
     if args.command == "compare":
@@ -354,12 +376,23 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
                                  fail_on_regression=args.fail_on_regression, stream=sys.stdout)
     if args.command == "report":
         return _cmd_report(args)
+    if args.command == "cache":
+        from xferbench import cache_admin
+        from xferbench.paths import default_cache_dir
+
+        return cache_admin.run(args, args.cache_dir or default_cache_dir())
     if args.command == "evaluate":
         from xferbench.evaluate import watch
 
         import_tensorflow_quietly()
         watch(args.watch, interval=args.interval, until_done=args.until_done)
         return 0
+    if args.command == "machine":
+        from xferbench.paths import default_cache_dir
+        from xferbench.peak import print_machine
+
+        import_tensorflow_quietly()
+        return print_machine(args.cache_dir or default_cache_dir(), args.remeasure, args.json)
     catalog = _catalog(args)
     spec, _ = catalog.commands.resolve(args.command)
     return int(spec.load_factory()(args, _context(args, catalog)) or 0)
@@ -380,15 +413,22 @@ def _cmd_list(args: argparse.Namespace) -> int:
         table.add_column("name", style="bold")
         table.add_column("plugin")
         table.add_column("description")
-        table.add_column("options")
+        table.add_column("options" if kind != "suites" else "tasks")
         for spec in catalog.registry(kind[:-1]):
-            table.add_row(spec.label, spec.plugin, spec.description, "\n".join(o.describe() for o in spec.options))
+            details = spec.options if kind != "suites" else ()
+            table.add_row(spec.label, spec.plugin, spec.description, "\n".join(o.describe() for o in details)
+                          or _suite_tasks(spec))
             for variant, description in spec.list_variants() if args.all else ():
                 table.add_row(f"  {spec.name}:{variant}", "", description, "")
         if kind == "methods":
             table.caption = f"default --compare: {','.join(DEFAULT_METHODS)} (a method a backbone cannot do is skipped)"
         console.print(table)
     return 0
+
+
+def _suite_tasks(spec: Any) -> str:
+    """A suite's tasks, one line each: ``group: name (dataset)``."""
+    return "\n".join(f"{task.group}: {task.name} ({task.dataset})" for task in getattr(spec, "tasks", ()))
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -409,7 +449,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 # Options of `run` that only change how the output looks or where it comes from: --resume may take them.
-_NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir"}
+_NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir",
+                     "tensorboard"}
 
 
 def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
@@ -431,6 +472,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
     resumed = build_parser().parse_args(argv)
     resumed.quiet, resumed.format, resumed.resume, resumed.output = args.quiet, args.format, path, path
     resumed.report, resumed.reporter_opt = args.report, args.reporter_opt
+    resumed.tensorboard = args.tensorboard
     resumed.no_plugin = args.no_plugin or resumed.no_plugin
     # The same cache: its bottlenecks and pretrained weights are what make resuming cheap.
     recorded = (document.get("options") or {}).get("cache_dir")
@@ -439,6 +481,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from xferbench.augment import parse_augment
     from xferbench.lifecycle import ReporterBridge
     from xferbench.options import parse_assignments
     from xferbench.results import check_writable, default_output_path
@@ -464,7 +507,11 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         show_misclassified=args.show_misclassified,
         target_accuracy=args.target_accuracy,
         command=["xferbench", *argv],
+        augmentation=parse_augment(args.augment, args.augment_copies),
     )
+    if args.suite:
+        request = _with_suite(request, args, argv, catalog)
+        reporters = _reporters(catalog, args)
     output = args.output or default_output_path()
     if output.suffix != ".json":
         raise UserError(f"--output {output}: the results file must end in .json")
@@ -474,6 +521,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     import_tensorflow_quietly()
     bridge = ReporterBridge(reporters)
     catalog.pm.register(bridge, name="xferbench-reporters")
+    from xferbench import tensorboard
+
+    logger = tensorboard.register(catalog, args.tensorboard)
     try:
         document = runner.run()
     except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM or SIGHUP as Interrupted
@@ -482,6 +532,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         return interrupt_exit_code(exc)
     finally:
         catalog.pm.unregister(bridge)
+        if logger is not None:
+            catalog.pm.unregister(logger)
     for reporter in reporters:  # also when every run failed: a failure gets logged too
         reporter.report(document, sys.stdout)
     failures = [run for run in document["runs"] if run.get("status") not in ("ok", "skipped")]
@@ -495,6 +547,22 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.quiet:
         print(f"results: {output}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _with_suite(request: Any, args: argparse.Namespace, argv: list[str], catalog: Any) -> Any:
+    """``--suite``: the suite's tasks become the datasets; its protocol fills in what the command line leaves out."""
+    from xferbench.suites import apply_suite, check_suite, find_suite
+
+    if any(arg == "--dataset" or arg.startswith("--dataset=") for arg in argv):
+        raise UserError("--suite and --dataset exclude each other: the suite names its datasets")
+    suite, reference = find_suite(args.suite, catalog)
+    check_suite(suite, catalog)
+    given = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    if not args.report:  # a suite run ends with its leaderboard, in the summary's format
+        args.report = f"{args.format},leaderboard"
+        if args.format in ("markdown", "csv"):
+            args.reporter_opt = [*args.reporter_opt, f"leaderboard.format={args.format}"]
+    return apply_suite(request, suite, reference, given)
 
 
 def _reporter_names(args: argparse.Namespace) -> list[str]:
@@ -551,14 +619,34 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from xferbench.export import export_run
+
+    if args.format == "savedmodel" and (args.quantize != "none" or args.out.suffix == ".tflite"):
+        raise UserError("--quantize and a .tflite --out need --format tflite")
+    import_tensorflow_quietly()
+    context = _context(args, _catalog(args))
+    if args.format == "tflite":
+        from xferbench.tflite import export_tflite, report_path
+
+        path = export_tflite(args.run, args.out, context, quantize=args.quantize,
+                             representative_images=args.representative_images)
+        print(f"exported: {path}\nreport: {report_path(path)}")
+        return 0
+    print(f"exported: {export_run(args.run, args.out, context)}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from xferbench.export import predict
+    from xferbench.tflite import predict_tflite
 
     for image in args.images:
         if not image.is_file():
             raise UserError(f"{image}: no such image file")
     import_tensorflow_quietly()
-    for image, top in zip(args.images, predict(args.model, args.images, top_k=args.top_k), strict=True):
+    predictor = predict_tflite if args.model.suffix == ".tflite" else predict
+    for image, top in zip(args.images, predictor(args.model, args.images, top_k=args.top_k), strict=True):
         ranked = ", ".join(f"{label} {prob:.4f}" for label, prob in top)
         print(f"{image}: {ranked}")
     return 0
@@ -568,8 +656,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from xferbench.comparison import compare_methods
     from xferbench.results import load_document
 
-    reporters = _reporters(_catalog(args), args)
-    document = load_document(args.result)
+    several = len(args.result) > 1
+    if several and args.html is None and not args.report:  # several results files: a leaderboard across them
+        args.report = "leaderboard"
+        args.reporter_opt = [*args.reporter_opt, f"leaderboard.format={args.format}"] \
+            if args.format in ("markdown", "csv") else args.reporter_opt
+    catalog = _catalog(args)
+    reporters = _reporters(catalog, args)  # names and options checked before any file is read
+    documents = [load_document(path) for path in args.result]
+    if args.html is not None:
+        spec, _ = catalog.reporters.resolve("html")
+        html = spec.load_factory()(spec.validate({"output": str(args.html)}))
+        html.report_documents(documents, [str(path) for path in args.result])
+        if several:
+            return 0
+    if several:
+        from xferbench.leaderboard import merge
+
+        document = merge(documents)
+    else:
+        document = documents[0]
     if args.target_accuracy is not None or "comparison" not in document:  # older files: computed now
         document["comparison"] = compare_methods(document, args.target_accuracy)
     for reporter in reporters:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ class RunContext:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"cannot create cache folder {path}: {exc.strerror}; "
-                            f"set --cache-dir or XFERBENCH_CACHE_DIR") from None
+            from xferbench.atomic import free_space
+
+            full = f" ({free_space(path)} free)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise UserError(f"cannot create cache folder {path}: {exc.strerror or exc}{full}; point --cache-dir "
+                            f"(or XFERBENCH_CACHE_DIR) at a folder you can write") from None
         return path

@@ -30,7 +30,7 @@ import numpy as np
 from xferbench.data import ImageData
 
 __all__ = ["BatchDecoder", "JpegDecoding", "PillowDecoder", "Preprocessing", "as_bytes", "decoder_for",
-           "preprocess_all", "tf_preprocess", "to_rgb"]
+           "preprocess_all", "tf_preprocess", "tf_resize", "to_rgb"]
 
 
 def as_bytes(image: Any) -> bytes | None:
@@ -220,6 +220,16 @@ def tf_prepare(rgb: Any, preprocessing: Preprocessing) -> Any:
     """uint8 ``[H, W, 3]`` tensor -> float32 ``preprocessing.input_shape``: gray, resize, normalise."""
     import tensorflow as tf
 
+    return tf.ensure_shape(preprocessing.normalise(tf_resize(rgb, preprocessing)), preprocessing.input_shape)
+
+
+def tf_resize(rgb: Any, preprocessing: Preprocessing) -> Any:
+    """uint8 ``[H, W, 3]`` tensor -> float32 ``preprocessing.input_shape``, gray and resized, not yet normalised.
+
+    A TFLite export takes these pixels as its input and normalises them inside the model.
+    """
+    import tensorflow as tf
+
     pixels = tf.image.rgb_to_grayscale(rgb) if preprocessing.channels == 1 else rgb
     if preprocessing.crop_to_aspect_ratio:
         pixels = _tf_centre_crop(pixels, preprocessing.size)
@@ -232,7 +242,7 @@ def tf_prepare(rgb: Any, preprocessing: Preprocessing) -> Any:
     else:
         resized = tf.cast(tf.image.resize(pixels, preprocessing.size, method=preprocessing.resize,
                                           antialias=preprocessing.antialias), tf.float32)
-    return tf.ensure_shape(preprocessing.normalise(resized), preprocessing.input_shape)
+    return tf.ensure_shape(resized, preprocessing.input_shape)
 
 
 def _tf_centre_crop(pixels: Any, size: tuple[int, int]) -> Any:

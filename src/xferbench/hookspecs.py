@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from xferbench.specs import BackboneSpec, CommandSpec, DatasetSpec, HeadSpec, MethodSpec, ReporterSpec
+from xferbench.specs import (
+    BackboneSpec,
+    CommandSpec,
+    DatasetSpec,
+    HeadSpec,
+    MethodSpec,
+    ReporterSpec,
+    SuiteSpec,
+)
 
 if TYPE_CHECKING:
     from xferbench.record import RunRecord
@@ -93,6 +101,16 @@ def xferbench_register_commands(register: Callable[[CommandSpec], None]) -> None
 
     :param register: call ``register(CommandSpec(...))`` once per subcommand. A name that a
         built-in command has is an error that names the plugin.
+
+    Since API version 2.
+    """
+
+
+@hookspec
+def xferbench_register_suites(register: Callable[[SuiteSpec], None]) -> None:
+    """Register benchmark suites: named lists of tasks plus a protocol (``xferbench run --suite NAME``).
+
+    :param register: call ``register(SuiteSpec(...))`` once per suite (see :mod:`xferbench.suites`).
 
     Since API version 2.
     """

@@ -19,6 +19,7 @@ from xferbench.errors import UserError
 from xferbench.record import RunRecord
 
 if TYPE_CHECKING:
+    from xferbench.augment import Augmentation
     from xferbench.backbone import Backbone
     from xferbench.cell import Cell
     from xferbench.context import RunContext
@@ -84,11 +85,15 @@ class MethodContext:
     harness: RunContext
     #: the backbone's options, validated (what rebuilds it, e.g. for an exported model)
     backbone_options: dict[str, Any] = field(default_factory=dict)
+    #: the dataset's options, validated (what reloads the same splits, e.g. to score an exported model)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
     #: for methods with ``uses_heads``: the head of this run
     head_spec: HeadSpec | None = None
     head_options: dict[str, Any] = field(default_factory=dict)
     show_misclassified: bool = False
     cell: Cell | None = field(default=None, repr=False)
+    #: ``--augment``: retrain.py's distortions (cached copies for methods on features, on the fly for training)
+    augmentation: Augmentation | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -109,6 +114,19 @@ class MethodContext:
         """How the cell's features were obtained: cache hits, throughput, failed images."""
         assert self.cell is not None
         return self.cell.extraction()
+
+    def training_features(self) -> SplitData:
+        """The training split's features, plus its distorted copies under ``--augment`` (never val or test)."""
+        train = self.features("train")
+        if self.augmentation is None:
+            return train
+        assert self.cell is not None
+        copies = self.cell.augmented_features(self.subset, self.augmentation, self.seed)
+        extraction = self.cell.copy_extraction(self.augmentation, self.seed)
+        self.record.augment = {**self.augmentation.describe(), "applied": "cached copies",
+                               **(extraction.describe() if extraction is not None else {})}
+        return SplitData(np.concatenate([train.x, copies.x]), np.concatenate([train.y, copies.y]),
+                         [*train.keys, *copies.keys])
 
     def inputs(self, split: Split) -> SplitData:
         """The network's preprocessed inputs of ``split`` of the shots draw (for methods that train it)."""
@@ -131,11 +149,14 @@ class MethodContext:
             extract_images_per_second=extraction.images_per_second,
             extract_forward_images_per_second=extraction.forward_images_per_second,
             extract_seconds=extraction.seconds, cache_hits=extraction.cache_hits, extracted=extraction.computed,
-            cache_write_errors=getattr(extraction, "cache_write_errors", 0), precision=self.backbone.precision(),
+            cache_write_errors=extraction.cache_write_errors, precision=self.backbone.precision(),
             backbone_info=self.backbone.info())
         if self.record.train_seconds is not None:
             self.record.update(cold_seconds=extraction.seconds + self.record.train_seconds,
                                warm_seconds=self.record.train_seconds)
+        from xferbench.peak import utilisation
+
+        self.record.update(**utilisation(self.backbone, extraction.forward_images_per_second, self.harness.cache_dir))
 
     def require_splits(self, train: SplitData, test: SplitData) -> None:
         if len(train) == 0 or len(test) == 0:

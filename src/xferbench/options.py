@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,8 @@ class Option:
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be > {self.gt}")
         if self.lt is not None and not value < self.lt:
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be < {self.lt}")
+        if isinstance(value, float) and not math.isfinite(value):  # "inf", "1e400", or "nan" with no bound
+            raise OptionError(f"{owner}: option {self.name}={raw!r} is not a finite number")
         return value
 
     def _convert(self, raw: Any, owner: str) -> Any:

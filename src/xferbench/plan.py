@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xferbench.augment import Augmentation
 from xferbench.errors import OptionError, UserError
 from xferbench.method import Method
 from xferbench.plugin_manager import Catalog
@@ -42,6 +43,10 @@ class RunRequest:
     #: ``--target-accuracy``: the validation accuracy the comparison times each method to; None: the lower final one
     target_accuracy: float | None = None
     command: list[str] = field(default_factory=list)
+    #: ``--suite``: what the results document records about it (xferbench.suites.describe_suite), else None
+    suite: dict[str, Any] | None = None
+    #: ``--augment`` / ``--augment-copies``; None: no distortions
+    augmentation: Augmentation | None = None
 
     @property
     def explicit_methods(self) -> bool:
@@ -102,7 +107,9 @@ def make_plan(request: RunRequest, catalog: Catalog, data_dir: Path | None = Non
                     for head in (request.heads if methods[name][2].uses_heads else [NO_HEAD]):
                         records.append(RunRecord(backbone=backbone, dataset=dataset, method=name, head=head,
                                                  shots="all" if shots is None else shots,
-                                                 method_options=dict(methods[name][1])))
+                                                 method_options=dict(methods[name][1]),
+                                                 augment=request.augmentation.describe()
+                                                 if request.augmentation is not None else None))
     return Plan(backbones, datasets, heads, methods, records)
 
 

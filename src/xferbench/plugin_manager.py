@@ -24,6 +24,7 @@ from xferbench.specs import (
     HeadSpec,
     MethodSpec,
     ReporterSpec,
+    SuiteSpec,
 )
 
 ENTRY_POINT_GROUP = "xferbench"
@@ -58,7 +59,7 @@ class PluginInfo:
     package: str | None = None
 
 
-KINDS = ("backbone", "dataset", "head", "method", "reporter", "command")
+KINDS = ("backbone", "dataset", "head", "method", "reporter", "command", "suite")
 _REGISTER_HOOKS = {kind: f"xferbench_register_{kind}s" for kind in KINDS}
 
 
@@ -72,6 +73,7 @@ class Catalog:
     methods: Registry[MethodSpec] = field(default_factory=lambda: Registry("method"))
     reporters: Registry[ReporterSpec] = field(default_factory=lambda: Registry("reporter"))
     commands: Registry[CommandSpec] = field(default_factory=lambda: Registry("command"))
+    suites: Registry[SuiteSpec] = field(default_factory=lambda: Registry("suite"))
     plugins: list[PluginInfo] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     pm: XferbenchPluginManager | None = None

@@ -68,6 +68,15 @@ class RunRecord:
     extract_forward_images_per_second: float | None = _field(
         "the same over the network's forward passes alone (decoding excluded); null for a backbone that does not "
         "time them", _NUMBER)
+    gflops_per_image: float | None = _field(
+        "the backbone's GFLOPs for one image's forward pass, counted from its graph (2 per multiply-add of its "
+        "convolutions and matrix products); null for a backbone that cannot tell", _NUMBER)
+    achieved_gflops_per_second: float | None = _field(
+        "`gflops_per_image` x `extract_forward_images_per_second`: the arithmetic rate of the forward passes", _NUMBER)
+    mfu: float | None = _field(
+        "model FLOPs utilisation: `achieved_gflops_per_second` / the machine's measured peak matmul GFLOP/s in the "
+        "run's `precision` (`xferbench machine`), 0..1 (above 1 when the network beats a plain matmul)",
+        {"type": ["number", "null"], "minimum": 0})
     extract_seconds: float | None = _field("wall time of the bottleneck extraction (the misses)", _NUMBER)
     cache_hits: int | None = _field("bottlenecks taken from the cache", _INT)
     extracted: int | None = _field("bottlenecks computed in this run", _INT)
@@ -106,6 +115,11 @@ class RunRecord:
                                            "pretraining, ...", _OBJECT, factory=dict)
     head_info: dict[str, Any] = _field("what the head reports: the L2 strength `logreg` chose, ...", _OBJECT,
                                        factory=dict)
+    augment: dict[str, Any] | None = _field(
+        "`--augment`: `spec` (`flip,crop=10,...`), `flip`, `crop`, `scale`, `brightness` (retrain.py's "
+        "percentages), `copies`, `applied` (`cached copies` or `on the fly`); cached copies also "
+        "`copies_total`, `copies_from_cache`, `copies_extracted`, `copies_failed`, `copies_seconds`; null without",
+        {"type": ["object", "null"]})
     run_dir: str | None = _field("the run folder (`xferbench export`, `evaluate --watch`), if the method wrote one",
                                  {"type": ["string", "null"]})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from pathlib import Path
@@ -61,7 +62,42 @@ def to_json(document: dict[str, Any]) -> str:
 
 
 def write_document(path: Path, document: dict[str, Any]) -> None:
-    atomic_write_text(path, to_json(document))
+    """Write ``document`` to ``path`` atomically.
+
+    When that fails (a full disk, a read-only folder), ``path`` keeps its last good copy, the
+    document goes to a rescue file (in the cache, else the temp folder) and a UserError names both.
+    """
+    text = to_json(document)
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        rescue = _write_rescue(path, text, document)
+        reason = exc.strerror or type(exc).__name__
+        kept = "it keeps its last complete version" if Path(path).is_file() else "it was not created"
+        if rescue is None:
+            saved = "the finished runs could not be saved anywhere else either (cache and temp folder refused them)"
+        else:
+            saved = f"the finished runs are saved in {rescue}; go on with: xferbench run --resume {rescue}"
+        raise UserError(f"cannot write results to {path}: {reason}; {kept}; {saved}") from None
+
+
+def _write_rescue(path: Path, text: str, document: dict[str, Any]) -> Path | None:
+    """``text`` in ``<cache>/rescue/`` or the temp folder, whichever takes it first; None if neither does."""
+    import os
+    import tempfile
+
+    # One name per process: a second failed write (the sweep's last) replaces the first rescue copy.
+    stamp = os.getpid()
+    cache_dir = (document.get("options") or {}).get("cache_dir")
+    folders = ([Path(str(cache_dir)) / "rescue"] if cache_dir else []) + [Path(tempfile.gettempdir())]
+    for folder in folders:
+        rescue = folder / f"xferbench-rescue-{Path(path).stem}-{stamp}.json"
+        try:
+            atomic_write_text(rescue, text)
+        except OSError:
+            continue
+        return rescue
+    return None
 
 
 def build_schema() -> dict[str, Any]:
@@ -103,6 +139,13 @@ def schema() -> dict[str, Any]:
     return json.loads(resources.files("xferbench").joinpath(SCHEMA_FILE).read_text())
 
 
+@functools.cache
+def _schema(version: int) -> dict[str, Any]:
+    from importlib import resources
+
+    return json.loads(resources.files("xferbench").joinpath(f"schema/results-v{version}.schema.json").read_text())
+
+
 def validate_document(document: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` when ``document`` breaks the schema."""
     import jsonschema
@@ -137,12 +180,19 @@ def migrate(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_document(path: Path) -> dict[str, Any]:
+    """A results file, checked against the schema: anything else is a one-line UserError."""
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"no results file at {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a results file") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a results JSON file: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. nesting too deep, numbers too long
+        raise UserError(f"{path} is not a results JSON file: {type(exc).__name__}") from None
     if not isinstance(document, dict) or "schema_version" not in document:
         raise UserError(f"{path} is not an xferbench results file (no schema_version)")
     version = document["schema_version"]
@@ -151,7 +201,106 @@ def load_document(path: Path) -> dict[str, Any]:
     if version > SCHEMA_VERSION:
         raise UserError(f"{path} has schema_version {version}; this xferbench reads up to "
                         f"{SCHEMA_VERSION}: upgrade xferbench")
+    # Checked as written (an old file against its own version's schema), then migrated.
+    problem = schema_problem(document, version)
+    if problem:
+        raise UserError(f"{path} is not a valid xferbench results file: {problem}")
     try:
         return migrate(document)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+
+
+def schema_problem(document: Any, version: int = SCHEMA_VERSION) -> str | None:
+    """The first place where ``document`` breaks schema ``version``, as ``"document.runs[2].shots ..."``, or None.
+
+    A small validator for the JSON Schema keywords the results schemas use, so reading a file
+    needs no jsonschema at run time.
+    """
+    root = _schema(version)
+    # The document's own keys may be missing (each reader says what it needs, as --resume does);
+    # what is there must have its type.
+    top = {**root, "required": [key for key in root.get("required", ()) if key == "schema_version"]}
+    return _check(document, top, root, "document")
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,), "number": (int, float),
+    "boolean": (bool,), "null": (type(None),),
+}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name in ("integer", "number") and isinstance(value, bool):
+        return False
+    if name == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _TYPES[name])
+
+
+def _check(value: Any, rule: dict[str, Any], root: dict[str, Any], where: str) -> str | None:
+    if "$ref" in rule:
+        target: Any = root
+        for part in rule["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        problem = _check(value, target, root, where)
+        if problem:
+            return problem
+    if "type" in rule:
+        names = rule["type"] if isinstance(rule["type"], list) else [rule["type"]]
+        if not any(_is_type(value, name) for name in names):
+            return f"{where} is {_json_type(value)}, expected {' or '.join(names)}"
+    if "const" in rule and not _same(value, rule["const"]):
+        return f"{where} must be {json.dumps(rule['const'])}"
+    if "enum" in rule and not any(_same(value, item) for item in rule["enum"]):
+        return f"{where} must be one of {', '.join(map(json.dumps, rule['enum']))}"
+    if _is_type(value, "number"):
+        if "minimum" in rule and value < rule["minimum"]:
+            return f"{where} must be >= {rule['minimum']}"
+        if "maximum" in rule and value > rule["maximum"]:
+            return f"{where} must be <= {rule['maximum']}"
+    if isinstance(value, list):
+        if "minItems" in rule and len(value) < rule["minItems"]:
+            return f"{where} needs at least {rule['minItems']} items"
+        if "maxItems" in rule and len(value) > rule["maxItems"]:
+            return f"{where} takes at most {rule['maxItems']} items"
+        if "items" in rule:
+            for i, item in enumerate(value):
+                if problem := _check(item, rule["items"], root, f"{where}[{i}]"):
+                    return problem
+    if isinstance(value, dict):
+        for key in rule.get("required", ()):
+            if key not in value:
+                return f"{where} has no {key!r}"
+        properties = rule.get("properties", {})
+        for key, item in value.items():
+            sub = properties.get(key, rule.get("additionalProperties"))
+            if isinstance(sub, dict) and (problem := _check(item, sub, root, f"{where}.{key}")):
+                return problem
+    for combinator in ("anyOf", "oneOf"):
+        if combinator in rule:
+            problems = [_check(value, option, root, where) for option in rule[combinator]]
+            passed = sum(p is None for p in problems)
+            if passed == 0 or (combinator == "oneOf" and passed > 1):
+                return problems[0] or f"{where} matches more than one allowed form"
+    for part in rule.get("allOf", ()):
+        if "if" in part:
+            applies = _check(value, part["if"], root, where) is None
+            if applies and (problem := _check(value, part.get("then", {}), root, where)):
+                return problem
+        elif problem := _check(value, part, root, where):
+            return problem
+    return None
+
+
+def _same(value: Any, expected: Any) -> bool:
+    """JSON equality: ``true`` is not ``1``."""
+    return value == expected and isinstance(value, bool) == isinstance(expected, bool)
+
+
+def _json_type(value: Any) -> str:
+    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
+        if _is_type(value, name):
+            return "an integer" if name == "integer" else f"{'an' if name in ('array', 'object') else 'a'} {name}" \
+                if name != "null" else "null"
+    return type(value).__name__

@@ -172,8 +172,13 @@ class RunFolder:
     # -- transfer runs: what `xferbench export` needs ------------------------------------------
     def save_transfer_run(self, *, backbone_token: str, dataset_token: str, head_token: str, shots: Any,
                           backbone: Backbone, head: Any, class_names: list[str], context: RunContext,
-                          backbone_options: Mapping[str, Any]) -> None:
-        """The head as Keras, the labels and how to rebuild the backbone."""
+                          backbone_options: Mapping[str, Any], dataset_options: Mapping[str, Any] | None = None,
+                          test_accuracy: float | None = None) -> None:
+        """The head as Keras, the labels, how to rebuild the backbone and the dataset, and the test accuracy.
+
+        The dataset's options and the harness's test accuracy let a TFLite export score itself on the
+        same test split and compare (``xferbench export --format tflite``).
+        """
         self.create()
         try:
             keras_head = head.to_keras(backbone.feature_dim)
@@ -189,7 +194,8 @@ class RunFolder:
             "weights": str(Path(context.weights).resolve()) if context.weights else None,
             "cache_dir": str(Path(context.cache_dir).resolve()),
             "data_dir": str(Path(context.data_dir).resolve()) if context.data_dir else None,
-            "seed": context.seed, "dataset": dataset_token, "head": head_token, "shots": shots,
+            "seed": context.seed, "dataset": dataset_token, "dataset_options": dict(dataset_options or {}),
+            "head": head_token, "shots": shots, "test_accuracy": test_accuracy,
             "feature_dim": backbone.feature_dim, "weights_sha256": backbone.weights_sha256,
             "class_names": class_names,
         }, indent=2, default=str) + "\n")

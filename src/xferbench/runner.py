@@ -9,11 +9,13 @@ consumers, so the document on disk always holds every finished run.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from xferbench import machine
+from xferbench.atomic import is_write_error, write_error
 from xferbench.backbone import Backbone
 from xferbench.cell import Cell
 from xferbench.comparison import compare_methods
@@ -37,8 +39,8 @@ def parse_duration(text: str) -> float:
         raise UserError(f"--full-budget {text!r}: write a duration like 90s, 10m or 1h")
     value, unit = float(match.group(1)), match.group(2) or "s"
     seconds = value * {"s": 1, "m": 60, "h": 3600}[unit]
-    if seconds <= 0:
-        raise UserError(f"--full-budget {text!r}: the budget must be longer than 0 s")
+    if not 0 < seconds < math.inf:  # "9" * 400 is inf seconds
+        raise UserError(f"--full-budget {text!r}: the budget must be longer than 0 s and finite")
     return seconds
 
 
@@ -48,7 +50,7 @@ def parse_shots(text: str) -> list[int | None]:
     for part in (p.strip() for p in text.split(",")):
         if part == "all":
             shots.append(None)
-        elif part.isascii() and part.isdigit() and int(part) > 0:
+        elif part.isascii() and part.isdigit() and len(part) <= 18 and int(part) > 0:  # int() refuses 4,300+ digits
             shots.append(int(part))
         else:
             raise UserError(f"--shots {text!r}: each entry must be a positive integer or 'all'")
@@ -165,6 +167,7 @@ class Runner:
             budget=TrainingBudget(self.request.full_epochs, self.request.full_budget_seconds), seed=self.context.seed,
             run_dir=self._run_dir(record), progress=self.context.progress, resume=self.resuming,
             harness=self.context, backbone_options=self.plan.backbones[record.backbone][1], head_spec=head_spec,
+            dataset_options=self.plan.datasets[record.dataset][1], augmentation=self.request.augmentation,
             head_options=head_options, show_misclassified=self.request.show_misclassified, cell=cell)
         try:
             result = method.run(context)
@@ -215,6 +218,8 @@ class Runner:
         """A UserError's message; anything else names the plugin whose component raised it."""
         if isinstance(exc, UserError):
             return one_line(exc)
+        if is_write_error(exc):  # a full disk or a read-only folder is the machine's state, not a bug
+            return one_line(write_error(exc))  # type: ignore[arg-type]
         specs = [self.plan.backbones[backbone][0], self.plan.datasets[dataset][0]]
         if head in self.plan.heads:
             specs.append(self.plan.heads[head][0])
@@ -265,10 +270,12 @@ def new_document(req: RunRequest, context: RunContext, resumed: dict[str, Any] |
             "head_options": req.head_options, "method_options": req.method_options,
             "full_epochs": req.full_epochs, "full_budget_seconds": req.full_budget_seconds,
             "target_accuracy": req.target_accuracy,
+            "augment": req.augmentation.describe() if req.augmentation is not None else None,
             "weights": context.weights, "data_dir": context.data_dir, "cache_dir": context.cache_dir,
         },
         "machine": {**machine.machine_info(with_gpus=False), "gpu": gpus},
         "versions": machine.versions(),
+        **({"suite": req.suite} if req.suite else {}),
         "datasets": [],
         "runs": [],
         **({"resumed": resumed} if resumed is not None else {}),

@@ -150,3 +150,18 @@ class CommandSpec(ComponentSpec):
         if self.arguments is None:
             return None
         return resolve_target(self.arguments, f"command {self.name!r} (plugin {self.plugin})")
+
+
+@dataclass(frozen=True)
+class SuiteSpec(ComponentSpec):
+    """A benchmark suite: named tasks (a dataset, its split rules, a group) and a protocol.
+
+    ``tasks`` holds :class:`xferbench.suites.Task` and ``protocol`` a :class:`xferbench.suites.Protocol`;
+    ``xferbench run --suite NAME`` runs every task. There is no factory to call.
+    """
+
+    kind: ClassVar[str] = "suite"
+
+    factory: Factory = ""
+    tasks: tuple[Any, ...] = ()
+    protocol: Any = None

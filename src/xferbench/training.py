@@ -137,7 +137,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                 optimizer: str = "sgd", rebuild: tuple[str, Mapping[str, Any]] | None = None,
                 on_progress: ProgressCallback | None = None,
                 on_epoch: Callable[[int], None] | None = None, resume: bool = False,
-                prologue: Callable[[], Any] | None = None) -> TrainingResult:
+                prologue: Callable[[], Any] | None = None, augment: Callable[[Any], Any] | None = None
+                ) -> TrainingResult:
     """Train ``model`` (Keras 3, softmax outputs) on sparse labels with cross-entropy.
 
     Stops after ``epochs`` passes or ``budget_seconds`` of wall time, whichever comes first
@@ -159,7 +160,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     (see :func:`resumable`), training goes on from its newest checkpoint: weights, averages,
     optimizer state, the step, the batch order and the time already spent (which counts against
     ``budget_seconds``) all continue where they were. ``prologue()`` runs first on a fresh start
-    only (fine-tuning's linear probe); its time counts as training time.
+    only (fine-tuning's linear probe); its time counts as training time. ``augment(batch)``, traced
+    into the step, distorts each training batch on the fly (``--augment``; validation is never distorted).
     """
     import keras
     import tensorflow as tf
@@ -197,6 +199,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
 
     @tf.function(input_signature=signature)
     def train_step(xb: Any, yb: Any) -> Any:
+        if augment is not None:
+            xb = augment(xb)
         with tf.GradientTape() as tape:
             probs = model(xb, training=True)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, probs))

@@ -1,0 +1,316 @@
+"""``tfds:NAME[/CONFIG][:CLASSES]``: a prepared TensorFlow Datasets dataset, its images streamed from the records.
+
+Loading reads the labels only (the image feature is not even parsed) and keeps, per example,
+where it is: a split of the prepared dataset and its index there. :meth:`_ChunkReader.read`
+fetches the encoded image (PNG or JPEG, undecoded) in chunks of consecutive records with a
+small LRU, so memory stays flat however large the dataset is.
+
+Splits: ``split_train`` / ``split_val`` / ``split_test`` are TFDS split strings. Without a
+validation split (the dataset has none and ``split_val`` is not given) ``val_pct`` percent of
+each class of the training split is carved out, seeded by ``split_seed`` on the sorted keys,
+and the dataset's warnings say so (they go into the results document).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xferbench.data import Example, ImageDataset, Split, select_classes
+from xferbench.errors import UserError, one_line
+from xferbench_tfds.transforms import LabelTransform, resolve
+
+if TYPE_CHECKING:
+    from xferbench.context import RunContext
+
+#: records fetched per read; consecutive reads (the extraction's order) hit the same chunk
+CHUNK = 128
+#: chunks kept in memory
+MAX_CHUNKS = 4
+
+
+def _tfds() -> Any:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise UserError("dataset 'tfds' needs tensorflow-datasets: pip install 'xferbench[tfds]'") from None
+    return tfds
+
+
+def parse_arg(arg: str) -> tuple[str, str | None]:
+    """``"cifar10:0-4"`` -> ``("cifar10", "0-4")``; ``"sun397/tfds"`` -> ``("sun397/tfds", None)``."""
+    name, _, subset = arg.partition(":")
+    if not name.strip():
+        raise UserError("dataset 'tfds' needs a name: write tfds:NAME, e.g. tfds:cifar10")
+    return name.strip(), (subset.strip() or None)
+
+
+def data_dir_of(context: RunContext) -> str | None:
+    """``--data-dir``, else ``$TFDS_DATA_DIR``, else None (TFDS's default, ~/tensorflow_datasets)."""
+    if context.data_dir is not None:
+        return str(Path(context.data_dir).expanduser())
+    return os.environ.get("TFDS_DATA_DIR") or None
+
+
+def _where(data_dir: str | None) -> str:
+    return data_dir or "TFDS's default folder (~/tensorflow_datasets)"
+
+
+def load_builder(name: str, data_dir: str | None) -> Any:
+    """The builder of ``name``: the installed one, else one read from the prepared files alone.
+
+    ``name`` may also be the folder of a prepared dataset version (holding dataset_info.json).
+    """
+    tfds = _tfds()
+    if Path(name, "dataset_info.json").is_file():
+        return tfds.builder_from_directory(name)
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except Exception as exc:  # DatasetNotFoundError, a bad config, a broken dataset_info.json ...
+        found = _prepared_version(name, data_dir)
+        if found is not None:
+            return tfds.builder_from_directory(str(found))
+        raise UserError(f"dataset 'tfds:{name}': {one_line(exc)}; it is neither an installed TFDS builder nor "
+                        f"prepared in {_where(data_dir)}") from None
+
+
+def _prepared_version(name: str, data_dir: str | None) -> Path | None:
+    """``<data_dir>/NAME[/CONFIG]/<newest version>`` if it holds a prepared dataset."""
+    root = Path(data_dir).expanduser() if data_dir else Path("~/tensorflow_datasets").expanduser()
+    folder = root / name
+    if not folder.is_dir():
+        return None
+    versions = [p for p in folder.iterdir() if (p / "dataset_info.json").is_file()]
+
+    def version_key(path: Path) -> tuple[int, ...]:
+        try:
+            return tuple(int(part) for part in path.name.split("."))
+        except ValueError:
+            return (-1,)
+    return max(versions, key=version_key) if versions else None
+
+
+def _feature_key(features: Any, wanted: str | None, kind: str, default: str, option: str) -> str:
+    tfds = _tfds()
+    cls = tfds.features.Image if kind == "Image" else tfds.features.ClassLabel
+    names = list(features.keys())
+    if wanted is not None:
+        if wanted not in features:
+            raise UserError(f"dataset 'tfds': {option}={wanted!r} is not a feature; features: {', '.join(names)}")
+        return wanted
+    if default in features and isinstance(features[default], cls):
+        return default
+    matching = [k for k in names if isinstance(features[k], cls)]
+    if len(matching) == 1:
+        return matching[0]
+    raise UserError(f"dataset 'tfds': cannot tell which feature is the {default} ({len(matching)} {kind} features "
+                    f"among {', '.join(names)}); set --dataset-opt {option}=NAME")
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One split string, as what to read for the labels and where each position lies."""
+
+    spec: str
+    #: [(split name, start, stop)] when the dataset's split sizes are known; None under TFDS's mock_data
+    absolute: list[tuple[str, int, int]] | None
+    limit: int
+
+    def index_spec(self) -> str:
+        if self.absolute is None:
+            return self.spec
+        return "+".join(f"{name}[{start}:{stop}]" for name, start, stop in self.absolute)
+
+    def ref(self, position: int) -> tuple[str, int]:
+        """Where the ``position``-th example of this part is: (split name, index) or (spec, position)."""
+        if self.absolute is None:
+            return self.spec, position
+        for name, start, stop in self.absolute:
+            if position < stop - start:
+                return name, start + position
+            position -= stop - start
+        raise IndexError(position)
+
+
+def _part(builder: Any, spec: str, limit: int, option: str) -> _Part:
+    tfds = _tfds()
+    splits = builder.info.splits
+    if not splits:  # sizes unknown: TFDS's mock_data (an unprepared dataset fails when it is read)
+        return _Part(spec, None, limit)
+    try:
+        instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(splits)
+    except Exception as exc:
+        raise UserError(f"dataset 'tfds:{builder.info.full_name}': {option}={spec!r}: {one_line(exc)} "
+                        f"(splits: {', '.join(f'{k} ({v.num_examples})' for k, v in splits.items())})") from None
+    absolute, left = [], limit or None
+    for instruction in instructions:
+        size = splits[instruction.splitname].num_examples
+        start = instruction.from_ or 0
+        stop = size if instruction.to is None else instruction.to
+        if left is not None:
+            stop = min(stop, start + left)
+            left -= stop - start
+        if stop > start:
+            absolute.append((instruction.splitname, start, stop))
+    return _Part(spec, absolute, limit)
+
+
+class _ChunkReader:
+    """Encoded images by (split, index), read ``CHUNK`` records at a time, the last ``MAX_CHUNKS`` kept."""
+
+    def __init__(self, builder: Any, image_key: str) -> None:
+        self.builder = builder
+        self.image_key = image_key
+        self._chunks: OrderedDict[tuple[str, int], list[bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.chunk_reads = 0
+
+    def read(self, example: Example) -> bytes:
+        base, index = example.ref
+        chunk_id = (base, index // CHUNK)
+        with self._lock:
+            chunk = self._chunks.get(chunk_id)
+            if chunk is None:
+                chunk = self._load(base, chunk_id[1] * CHUNK)
+                self._chunks[chunk_id] = chunk
+                while len(self._chunks) > MAX_CHUNKS:
+                    self._chunks.popitem(last=False)
+            else:
+                self._chunks.move_to_end(chunk_id)
+        return chunk[index % CHUNK]
+
+    def _load(self, base: str, start: int) -> list[bytes]:
+        tfds = _tfds()
+        decoders = tfds.decode.PartialDecoding({self.image_key: True},
+                                               decoders={self.image_key: tfds.decode.SkipDecoding()})
+        if self.builder.info.splits:
+            size = self.builder.info.splits[base].num_examples
+            split, skip = f"{base}[{start}:{min(start + CHUNK, size)}]", 0
+        else:  # mock_data: no sizes, read the split string from its start
+            split, skip = base, start
+        ds = self.builder.as_dataset(split=split, decoders=decoders, shuffle_files=False).skip(skip).take(CHUNK)
+        self.chunk_reads += 1
+        return [bytes(ex[self.image_key]) for ex in tfds.as_numpy(ds)]
+
+
+def _labels(builder: Any, part: _Part, label_key: str, transform: LabelTransform | None,
+            name: str, data_dir: str | None) -> list[tuple[str, int]]:
+    """``[(tfds_id, label)]`` of ``part`` in record order; images are not parsed."""
+    tfds = _tfds()
+    reads = dict(transform.reads) if transform is not None else {label_key: True}
+    out: list[tuple[str, int]] = []
+    try:
+        ds = builder.as_dataset(split=part.index_spec(), decoders=tfds.decode.PartialDecoding(reads),
+                                read_config=tfds.ReadConfig(add_tfds_id=True), shuffle_files=False)
+        if part.absolute is None and part.limit:
+            ds = ds.take(part.limit)
+        if transform is None:
+            for batch in tfds.as_numpy(ds.batch(4096)):
+                out.extend((tid.decode(), int(label)) for tid, label in zip(batch["tfds_id"], batch[label_key],
+                                                                            strict=True))
+        else:
+            for ex in tfds.as_numpy(ds):
+                out.append((ex["tfds_id"].decode(), transform(ex)))
+    except UserError:
+        raise
+    except Exception as exc:
+        raise _read_failure(name, data_dir, part.spec, exc) from None
+    return out
+
+
+def _carve(train: list[tuple[str, int]], val_pct: float, seed: int) -> set[str]:
+    """Keys of ``val_pct`` percent of each class (rounded), drawn with ``seed`` from the keys in sorted order."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[str]] = {}
+    for key, label in train:
+        by_class.setdefault(label, []).append(key)
+    chosen: set[str] = set()
+    for label in sorted(by_class):
+        keys = sorted(by_class[label])
+        take = int(round(len(keys) * val_pct / 100))
+        chosen.update(keys[i] for i in rng.permutation(len(keys))[:take])
+    return chosen
+
+
+def _read_failure(name: str, data_dir: str | None, spec: str, exc: Exception) -> UserError:
+    return UserError(f"dataset 'tfds:{name}': cannot read split {spec!r} from {_where(data_dir)} "
+                     f"({one_line(exc)[:300]}); is it prepared? run `xferbench fetch tfds:{name}`, or point "
+                     f"--data-dir / $TFDS_DATA_DIR at the folder that holds it")
+
+
+def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> ImageDataset:
+    """Factory of ``tfds:NAME[/CONFIG][:CLASSES]``."""
+    name, subset = parse_arg(arg or "")
+    data_dir = data_dir_of(context)
+    builder = load_builder(name, data_dir)
+    features = builder.info.features
+    image_key = _feature_key(features, options.get("image_key"), "Image", "image", "image_key")
+    transform = resolve(options["label_transform"]) if options.get("label_transform") else None
+    if transform is not None:
+        label_key, class_names = transform.name, list(transform.class_names)
+    else:
+        label_key = _feature_key(features, options.get("label_key"), "ClassLabel", "label", "label_key")
+        feature = features[label_key]
+        if not hasattr(feature, "names"):
+            raise UserError(f"dataset 'tfds:{name}': feature {label_key!r} is a {type(feature).__name__}, not a "
+                            f"ClassLabel; pick another label_key or give a label_transform")
+        class_names = list(feature.names)
+    split_names = set(builder.info.splits.keys()) if builder.info.splits else None
+    warnings: list[str] = []
+    split_val = options.get("split_val")
+    if split_val is None and split_names is not None and "validation" in split_names:
+        split_val = "validation"
+    parts: dict[Split, _Part] = {"train": _part(builder, options["split_train"], options["train_examples"],
+                                                "split_train"),
+                                 "test": _part(builder, options["split_test"], 0, "split_test")}
+    if split_val is not None:
+        parts["val"] = _part(builder, split_val, options["val_examples"], "split_val")
+    labelled = {split: _labels(builder, part, label_key, transform, name, data_dir) for split, part in parts.items()}
+    carved: set[str] = set()
+    if split_val is None:
+        carved = _carve(labelled["train"], options["val_pct"], options["split_seed"])
+        if options["val_examples"]:
+            carved = set(sorted(carved)[:options["val_examples"]])
+        warnings.append(f"tfds:{name} has no validation split: {options['val_pct']:g}% of each class of "
+                        f"{options['split_train']!r} ({len(carved)} images) was carved out for validation "
+                        f"(seeded stratified, split_seed={options['split_seed']})")
+    examples: list[Example] = []
+    for split, rows in labelled.items():
+        part = parts[split]
+        for position, (key, label) in enumerate(rows):
+            which: Split = "val" if split == "train" and key in carved else split
+            if not 0 <= label < len(class_names):
+                raise UserError(f"dataset 'tfds:{name}': example {key} has label {label}, outside the "
+                                f"{len(class_names)} classes of {label_key!r}")
+            examples.append(Example(key, label, which, part.ref(position)))
+    reader = _ChunkReader(builder, image_key)
+    dataset = ImageDataset(name=f"tfds:{name}", class_names=class_names, examples=examples, read=reader.read,
+                           root=Path(builder.data_dir) if builder.data_dir else None, warnings=warnings)
+    return select_classes(dataset, subset) if subset else dataset
+
+
+def fetch(arg: str | None, options: Mapping[str, Any], context: RunContext, source: Path | None) -> Path:
+    """``xferbench fetch tfds:NAME [--opt manual_dir=DIR]``: TFDS's own download_and_prepare, with its progress."""
+    tfds = _tfds()
+    name, _ = parse_arg(arg or "")
+    data_dir = data_dir_of(context)
+    builder = load_builder(name, data_dir)
+    manual_dir = options.get("manual_dir") or (str(source) if source is not None else None)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception as exc:
+        manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+        target = manual_dir or str(Path(builder.data_dir).parent.parent / "downloads" / "manual")
+        how = ("it needs files downloaded by hand (see its TFDS catalog page)" if manual else
+               "download its files on a machine with internet access (or prepare it there and copy its folder)")
+        raise UserError(f"tfds:{name}: download_and_prepare failed ({one_line(exc)[:200]}); {how}, put them in "
+                        f"{target} and run `xferbench fetch tfds:{name} --opt manual_dir={target}`") from None
+    return Path(builder.data_dir)

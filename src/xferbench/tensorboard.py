@@ -1,0 +1,75 @@
+"""``xferbench run --tensorboard DIR``: each finished run as a TensorBoard run, written with ``tf.summary``.
+
+One subfolder per run (named like its run folder) holds its validation curve (``curve/val_accuracy``
+per training step, ``curve/seconds`` beside it), the final ``test/accuracy``, the extraction figures
+(``extract/images_per_second``, ``extract/network_images_per_second``, ``extract/mfu``) and one HParams
+record (backbone, dataset, method, head, shots, seed), so runs line up in the HParams dashboard.
+A lifecycle-hook consumer, registered for the sweep like the reporters.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from xferbench.hookspecs import hookimpl
+from xferbench.record import RunRecord
+from xferbench.sweep import Sweep
+
+HPARAMS = ("backbone", "dataset", "method", "head", "shots", "seed")
+
+
+def run_name(run: RunRecord) -> str:
+    head = "" if run.head == "-" else f"-{run.head}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{run.method}-{run.backbone}-{run.dataset}{head}-{run.shots}")
+
+
+def write_run(folder: Path, run: RunRecord, seed: int) -> Path:
+    """Write one finished run's event file under ``folder/<run name>``; returns that folder."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    target = Path(folder) / run_name(run)
+    writer = tf.summary.create_file_writer(str(target))
+    try:
+        with writer.as_default():
+            hp.hparams({**{name: str(getattr(run, name)) for name in HPARAMS if name != "seed"}, "seed": seed},
+                       trial_id=run_name(run))
+            last_step = 0
+            for point in run.curve:
+                last_step = int(point["step"])
+                if point.get("val_accuracy") is not None:
+                    tf.summary.scalar("curve/val_accuracy", point["val_accuracy"], step=last_step)
+                tf.summary.scalar("curve/seconds", point["seconds"], step=last_step)
+            for tag, value in (("test/accuracy", run.test_accuracy),
+                               ("extract/images_per_second", run.extract_images_per_second),
+                               ("extract/network_images_per_second", run.extract_forward_images_per_second),
+                               ("extract/mfu", run.mfu), ("train/seconds", run.train_seconds)):
+                if value is not None:
+                    tf.summary.scalar(tag, value, step=last_step)
+        writer.flush()
+    finally:
+        writer.close()
+    return target
+
+
+class TensorBoardLogger:
+    """Writes each finished ``ok`` run to ``folder`` (hook ``xferbench_run_finished``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    @hookimpl
+    def xferbench_run_finished(self, run: RunRecord, sweep: Sweep) -> None:
+        if run.status == "ok":
+            write_run(self.folder, run, int(sweep.document.get("seed") or 0))
+
+
+def register(catalog: Any, folder: Path | None) -> TensorBoardLogger | None:
+    """Register the logger for ``xferbench run --tensorboard folder`` (None: nothing to do)."""
+    if folder is None:
+        return None
+    logger = TensorBoardLogger(folder)
+    catalog.pm.register(logger, name="xferbench-tensorboard")
+    return logger

@@ -1,0 +1,166 @@
+"""``tfds:`` datasets: TFDS's mock_data, and a dataset prepared by a real TFDS builder read back as a user would."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from support.cli import assert_one_line_error, run_cli
+from xferbench.context import RunContext
+from xferbench.plugin_manager import load_catalog
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+CLASSES = ("red", "green", "blue")
+
+# A builder module written to a temporary folder: the test process imports it to prepare the data;
+# the `xferbench` subprocess never sees it, so it reads the dataset from its files alone.
+BUILDER = textwrap.dedent('''
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    def image(label, index):
+        rng = np.random.default_rng(label * 1000 + index)
+        pixels = rng.integers(0, 60, size=(28, 28, 3), dtype=np.uint8)
+        pixels[:, :, label] += 180
+        return pixels
+
+    class TinyColors(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(28, 28, 3)),
+                "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
+            }), supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(12), "test": self._generate_examples(5, offset=100)}
+
+        def _generate_examples(self, per_class, offset=0):
+            for label in range(3):
+                for i in range(per_class):
+                    yield f"{label}-{offset + i}", {"image": image(label, offset + i), "label": label}
+''')
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A dataset ``tiny_colors`` prepared by TFDS into a data dir; returns (data dir, builder module)."""
+    import importlib.util
+
+    root = tmp_path_factory.mktemp("tfds")
+    source = root / "tiny_colors_builder.py"
+    source.write_text(BUILDER)
+    spec = importlib.util.spec_from_file_location("tiny_colors_builder", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data_dir = root / "data"
+    module.TinyColors(data_dir=str(data_dir)).download_and_prepare()
+    return data_dir, module
+
+
+def _context(tmp_path: Path, data_dir: Path | None = None) -> RunContext:
+    return RunContext(catalog=load_catalog(), cache_dir=tmp_path / "cache", data_dir=data_dir)
+
+
+def test_prepared_dataset_is_read_with_its_classes_splits_and_pixels(prepared, tmp_path):
+    from PIL import Image
+
+    data_dir, module = prepared
+    dataset = _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert dataset.class_names == list(CLASSES)
+    # no validation split: 10% of each class of train (12 -> 1) carved out, and the dataset says so
+    assert dataset.split_sizes() == {"train": 33, "val": 3, "test": 15}
+    assert any("no validation split" in w and "split_seed=0" in w for w in dataset.warnings)
+    assert sorted(ex.label for ex in dataset.split("val")) == [0, 1, 2]
+    # the image of each example is the one the builder wrote for it (PNG is lossless)
+    expected = {module.image(label, i).tobytes(): label for label in range(3) for i in (*range(12), *range(100, 105))}
+    for example in dataset.examples:
+        pixels = np.asarray(Image.open(io.BytesIO(dataset.read(example))))
+        assert expected[pixels.tobytes()] == example.label
+    keys = [ex.key for ex in dataset.examples]
+    assert len(set(keys)) == len(keys)
+    again = _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert [(e.key, e.split) for e in again.examples] == [(e.key, e.split) for e in dataset.examples]
+
+
+def test_split_strings_limits_and_class_subset(prepared, tmp_path):
+    data_dir, _ = prepared
+    context = _context(tmp_path, data_dir)
+    options = {"split_train": "train[:24]", "split_val": "train[24:]", "split_test": "test", "train_examples": 20}
+    whole = context.load_dataset("tfds:tiny_colors", options)
+    assert whole.split_sizes() == {"train": 20, "val": 12, "test": 15}
+    assert whole.warnings == []
+    subset = context.load_dataset("tfds:tiny_colors:red,blue", options)
+    assert subset.class_names == ["red", "blue"]
+    kept = {ex.key: ex.split for ex in whole.examples if ex.label in (0, 2)}
+    assert {ex.key: ex.split for ex in subset.examples} == kept
+
+
+def test_bad_split_is_one_line_with_the_splits_it_has(prepared, tmp_path):
+    data_dir, _ = prepared
+    result = run_cli("run", "--backbone", "lenet5", "--dataset", "tfds:tiny_colors", "--data-dir", str(data_dir),
+                     "--dataset-opt", "split_test=testing", "--output", str(tmp_path / "r.json"),
+                     "--cache-dir", str(tmp_path / "cache"), "-q")
+    assert_one_line_error(result, "split_test='testing'", "train (36)", "test (15)")
+
+
+def test_unprepared_dataset_says_to_fetch(tmp_path):
+    result = run_cli("run", "--backbone", "lenet5", "--dataset", "tfds:mnist", "--data-dir", str(tmp_path),
+                     "--output", str(tmp_path / "r.json"), "--cache-dir", str(tmp_path / "cache"), "-q")
+    assert_one_line_error(result, "tfds:mnist", "xferbench fetch tfds:mnist")
+
+
+@pytest.mark.slow
+def test_prepared_dataset_runs_through_tfds_like_a_folder(prepared, tmp_path):
+    """The builder is not installed in the xferbench process: the dataset is read from its files alone."""
+    data_dir, _ = prepared
+    output = tmp_path / "results.json"
+    result = run_cli("run", "--backbone", "lenet5", "--backbone-opt", "pretrain_epochs=2", "--dataset",
+                     "tfds:tiny_colors", "--data-dir", str(data_dir), "--head", "logreg", "--compare", "transfer",
+                     "--output", str(output), "--cache-dir", str(tmp_path / "cache"), "-q")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(output.read_text())
+    (entry,) = document["datasets"]
+    assert entry["class_names"] == list(CLASSES) and entry["split_sizes"] == {"train": 33, "val": 3, "test": 15}
+    assert any("no validation split" in w for w in entry["warnings"])
+    (run,) = document["runs"]
+    assert run["status"] == "ok" and run["n_test"] == 15 and run["test_accuracy"] > 1 / 3
+
+
+def test_mock_data_reads_images_and_carves_validation(tmp_path):
+    with tfds.testing.mock_data(num_examples=40):
+        dataset = _context(tmp_path).load_dataset("tfds:mnist", {})
+        assert dataset.class_names == [str(d) for d in range(10)]
+        assert dataset.split_sizes()["test"] == 40 and dataset.split_sizes()["val"] > 0
+        assert dataset.read(dataset.examples[-1])[:4] == b"\x89PNG"
+
+
+def test_reading_is_chunked_not_whole_dataset(tmp_path, monkeypatch):
+    """Reading one image loads one chunk of records, never the whole split."""
+    import xferbench_tfds.reader as reader
+
+    monkeypatch.setattr(reader, "CHUNK", 8)
+    with tfds.testing.mock_data(num_examples=40):
+        dataset = _context(tmp_path).load_dataset("tfds:mnist", {"split_val": "train[:5]",
+                                                                 "split_train": "train[5:]"})
+        loads = []
+        original = reader._ChunkReader._load
+
+        def counting(self, base, start):
+            chunk = original(self, base, start)
+            loads.append(len(chunk))
+            return chunk
+        monkeypatch.setattr(reader._ChunkReader, "_load", counting)
+        tests = dataset.split("test")
+        for example in tests[:8]:
+            dataset.read(example)
+        assert loads == [8]
+        dataset.read(tests[20])
+        assert loads == [8, 8]
