@@ -172,6 +172,18 @@ def test_tf_features_match_extract_and_survive_saving(catalog, presets, tmp_path
     assert_tf_features_round_trip(backbone, files, backbone.extract(files), tmp_path, rtol=1e-4)
 
 
+def test_flops_per_image_counts_the_transformer_by_its_shape(catalog, presets, tmp_path) -> None:
+    """The tiny ViT (32 px, 8-px patches: 16 patches + class token, width 16, MLP 32, 2 layers), counted from the
+    graph, against the layer shapes: patch embedding, 4·N·d² projections, 2·N·d·m MLP, 2·N²·d attention."""
+    patches, tokens, width, mlp, layers = 16, 17, 16, 32, 2
+    macs = patches * (8 * 8 * 3) * width + layers * (4 * tokens * width**2 + 2 * tokens * width * mlp
+                                                      + 2 * tokens**2 * width)
+    backbone = make_backbone(catalog, f"kerashub:{presets['vit']}", tmp_path)
+    assert backbone.flops_per_image() == 2 * macs
+    with_mean = make_backbone(catalog, f"kerashub:{presets['vit']}", tmp_path, embedding="cls_patch_mean")
+    assert with_mean.flops_per_image() == 2 * macs  # pooling is not counted
+
+
 def test_build_model_pretrained_and_from_scratch(catalog, presets, tmp_path) -> None:
     backbone = make_backbone(catalog, f"kerashub:{presets['dinov2']}", tmp_path)
     assert backbone.supports("full") and backbone.supports("finetune")
@@ -388,6 +400,7 @@ def test_run_transfer_full_and_finetune_through_the_cli(cli, presets, tmp_path) 
         assert sorted(run["method"] for run in mine) == ["finetune", "full", "transfer"]
         transfer = next(run for run in mine if run["method"] == "transfer")
         assert transfer["backbone_info"]["embedding"] == {"clip": "projected", "resnet": "gap"}.get(kind, "cls")
+        assert transfer["gflops_per_image"] > 0
         assert transfer["backbone_info"]["architecture"] in ("ViTBackbone", "DINOV2Backbone", "CLIPBackbone",
                                                              "ResNetBackbone")
     # export writes the transfer run (the CLIP preset: projected image embedding + head) as one SavedModel
@@ -402,3 +415,12 @@ def test_run_transfer_full_and_finetune_through_the_cli(cli, presets, tmp_path) 
     predicted = cli("predict", "--model", str(model_dir), "--top-k", "2", str(image))
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert "probe.png" in predicted.stdout
+
+    # TFLite: the ViT transfer run converts (LiteRT runs it), with the features the harness measured.
+    vit_transfer = next(run for run in runs if run["backbone"] == f"kerashub:{presets['vit']}"
+                        and run["method"] == "transfer")
+    lite = tmp_path / "vit.tflite"
+    exported = cli("export", "--run", vit_transfer["run_dir"], "--out", str(lite), "--format", "tflite", "--quiet")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    predicted = cli("predict", "--model", str(lite), "--top-k", "2", str(image))
+    assert predicted.returncode == 0 and "probe.png" in predicted.stdout, predicted.stderr[-2000:]

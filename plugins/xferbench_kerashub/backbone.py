@@ -181,6 +181,44 @@ def prefix_tokens(backbone: Any) -> int:
     return 1 + int(getattr(backbone, "num_register_tokens", 0) or 0)
 
 
+def one_image_macs(graph: Any) -> int:
+    """Multiply-adds of a graph traced for a batch of one: convolutions, matrix products and einsums.
+
+    As :mod:`xferbench.flops` counts (norms, activations and additions left out), but over whole
+    tensors, since every row of a 2-D ``MatMul`` here is a token of the one image, and with
+    ``Einsum`` (attention in KerasHub's transformers): the product of the sizes of all its indices.
+    """
+    import math
+
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
+            total += one_image_macs(op.graph._get_function(op.get_attr("f").name).graph)  # noqa: SLF001
+            continue
+        if op.type not in ("Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum"):
+            continue
+        shapes = [op.outputs[0].shape, *(tensor.shape for tensor in op.inputs)]
+        if any(shape.rank is None or None in shape.as_list() for shape in shapes):
+            raise ValueError(f"{op.type} {op.name}: shapes not fully known")
+        out = math.prod(op.outputs[0].shape.as_list())
+        if op.type == "Conv2D":
+            height, width, channels, _ = op.inputs[1].shape.as_list()
+            total += out * height * width * channels
+        elif op.type == "DepthwiseConv2dNative":
+            height, width, _, _ = op.inputs[1].shape.as_list()
+            total += out * height * width
+        elif op.type == "Einsum":
+            inputs = op.get_attr("equation").decode().split("->")[0].split(",")
+            sizes = {letter: size for spec, tensor in zip(inputs, op.inputs, strict=True)
+                     for letter, size in zip(spec, tensor.shape.as_list(), strict=True)}
+            total += math.prod(sizes.values())
+        else:
+            left = op.inputs[0].shape.as_list()
+            transposed = op.get_attr("transpose_a") if op.type == "MatMul" else op.get_attr("adj_x")
+            total += out * (left[-2] if transposed else left[-1])
+    return total
+
+
 @contextmanager
 def _dtype_policy(precision: str) -> Iterator[None]:
     """Build layers under ``mixed_bfloat16`` (bfloat16 compute, float32 variables) if asked."""
@@ -351,6 +389,17 @@ class KerasHubBackbone(NetworkBackbone):
 
     def precision(self) -> str:
         return self._precision
+
+    def flops_per_image(self) -> float:
+        """FLOPs of one forward pass, counted from the traced graph (:mod:`xferbench.flops`)."""
+        import tensorflow as tf
+
+        model = self._feature_model()
+        # Traced for one image: Keras's Dense on token sequences reshapes by the batch size, which a
+        # [None, ...] trace leaves unknown, and its 2-D MatMul has tokens, not images, as rows.
+        traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+            tf.TensorSpec((1, *self.preprocessing.input_shape), tf.float32))
+        return 2.0 * one_image_macs(traced.graph)
 
     def info(self) -> dict[str, Any]:
         import keras_hub
