@@ -8,7 +8,8 @@ a DINOv2-style image converter (bicubic, centred crop, ImageNet mean and std) an
 
 Timed, interleaved chunk by chunk (other processes share the CPU): ``fp32`` and ``bf16`` end to end
 (``extract``: decode, crop, resize, normalise, forward); their forward passes alone come from
-``network_seconds``. Floors: bf16 features' cosine to fp32 >= 0.99; fp32 end to end >= 0.8x its
+``network_seconds``; FLOPs per image are counted from the graph, and MFU divides the forward passes
+achieved GFLOP/s by the machine's measured matmul peak (``xferbench.peak``). Floors: bf16 features' cosine to fp32 >= 0.99; fp32 end to end >= 0.8x its
 forward passes (decoding must not dominate); bf16 >= 1.1x fp32 only on CPUs with native bfloat16.
 
 Run: ``pytest benchmarks/bench_kerashub.py --benchmark-only`` (about 2-4 minutes on 2 cores);
@@ -72,6 +73,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_kerashub_vit_small_extraction(benchmark: Any, tmp_path: Path) -> None:
     from xferbench.context import RunContext
     from xferbench.machine import native_bfloat16
+    from xferbench.peak import load_peak, peak_for
     from xferbench.plugin_manager import load_catalog
 
     assert IMAGES % CHUNK == 0, f"XFERBENCH_BENCH_IMAGES must be a multiple of {CHUNK}"
@@ -108,14 +110,20 @@ def test_kerashub_vit_small_extraction(benchmark: Any, tmp_path: Path) -> None:
     forward = {names[p]: IMAGES * ROUNDS / b.network_seconds for p, b in backbones.items()}
     features = {name: np.concatenate(parts) for name, parts in outputs.items()}
     cosine = float(_cosine(features["bf16"], features["fp32"]).min())
+    flops = backbones["float32"].flops_per_image()  # counted from the graph
+    achieved = {name: flops * v / 1e9 for name, v in forward.items()}
+    peak = load_peak(tmp_path / "cache")  # square matmuls, a second or two per precision
+    mfu = {names[p]: achieved[names[p]] / peak_for(peak, p) for p in backbones if peak_for(peak, p)}
     benchmark.extra_info.update({
         "model": "ViT-S/16 (DINOv2 architecture, random init), 224 px",
         "images": IMAGES, "rounds": ROUNDS, "batch_size": BATCH,
         "best_images_per_second": best,
         "mean_images_per_second": end_to_end,
         "forward_images_per_second": forward,
-        "gflop_per_image": 2 * MACS_PER_IMAGE / 1e9,
-        "achieved_gflop_per_second_forward": {name: 2 * MACS_PER_IMAGE * v / 1e9 for name, v in forward.items()},
+        "gflop_per_image": flops / 1e9,
+        "achieved_gflop_per_second_forward": achieved,
+        "peak_matmul_gflop_per_second": {names[p]: peak_for(peak, p) for p in backbones},
+        "mfu_forward": mfu,
         "bf16_vs_fp32": best["bf16"] / best["fp32"],
         "fp32_end_to_end_vs_forward": end_to_end["fp32"] / forward["fp32"],
         "bf16_min_cosine_to_fp32": cosine,
@@ -124,6 +132,7 @@ def test_kerashub_vit_small_extraction(benchmark: Any, tmp_path: Path) -> None:
     })
     print(f"\nkerashub ViT-S/16 224 px: {benchmark.extra_info}")
     assert features["fp32"].shape == (IMAGES, WIDTH) and not np.isnan(features["fp32"]).any()
+    assert flops == 2 * MACS_PER_IMAGE  # the graph count is the ViT-S/16 shape formula (9.2 GFLOP)
     assert cosine >= 0.99, benchmark.extra_info
     assert benchmark.extra_info["fp32_end_to_end_vs_forward"] >= 0.8, benchmark.extra_info
     if native_bfloat16():
