@@ -2,7 +2,7 @@
 
 Cold starts from an empty cache: it loads the ImageNet MobileNet (alpha 0.25) shipped in the
 package, extracts the bottlenecks of the 500 shipped flower photos, fits the logreg head and
-retrains the whole network from scratch (15 epochs) at 5, 20 and all shots. Warm reruns it on that
+retrains the whole network from scratch (10 epochs) at 5, 20 and all shots. Warm reruns it on that
 cache: the bottlenecks are reused; the head and the full retraining run again. Interpreter and
 TensorFlow start-up are part of both figures, as they are for a user.
 """

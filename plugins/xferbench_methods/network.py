@@ -21,6 +21,8 @@ class NetworkTraining(Method):
 
     pretrained = False
     label = "full training"
+    #: it trains on model inputs, not on bottlenecks: a Ray sweep extracts no features for it
+    uses_features = False
 
     def run(self, context: MethodContext) -> RunRecord:
         from xferbench import training

@@ -32,12 +32,13 @@ class Cell:
     """The shared data of one backbone on one dataset. Use as a context manager (it may hold a temp file)."""
 
     def __init__(self, backbone: Backbone, dataset: ImageDataset, context: RunContext,
-                 draws: Iterable[ImageDataset]) -> None:
+                 draws: Iterable[ImageDataset], extraction: Extraction | None = None) -> None:
         self.backbone = backbone
         self.dataset = dataset
         self.context = context
         self._draws = list(draws)  # every shots draw of the sweep: what model inputs must cover
-        self._extraction: Extraction | BaseException | None = None
+        #: given: extracted elsewhere (a Ray executor's extraction stage); else extracted here on first use
+        self._extraction: Extraction | BaseException | None = extraction
         self._inputs: _Inputs | BaseException | None = None
         self._scratch = contextlib.ExitStack()
         self._position = {ex.key: i for i, ex in enumerate(dataset.examples)}

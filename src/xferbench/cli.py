@@ -25,7 +25,7 @@ from xferbench.errors import Interrupted, UserError, interrupt_exit_code
 # package) on the 500 shipped flower photos, transfer against full retraining; no network, under a minute.
 DEFAULT_RUN = ["--backbone", "keras:MobileNet", "--backbone-opt", "alpha=0.25", "--backbone-opt", "input_size=128",
                "--dataset", "flowers-mini", "--head", "logreg", "--compare", "transfer,full",
-               "--shots", "5,20,all", "--full-epochs", "15"]
+               "--shots", "5,20,all", "--full-epochs", "10"]
 #: the `run` options that choose the work; with none of them, `xferbench run` runs DEFAULT_RUN
 _WORK_OPTIONS = frozenset({"suite", "backbone", "dataset", "head", "compare", "shots", "weights", "data_dir", "resume",
                            "full_epochs", "full_budget", "backbone_opt", "dataset_opt", "head_opt", "method_opt",
@@ -118,6 +118,7 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     for kind in ("backbone", "dataset", "head", "method"):
         run.add_argument(f"--{kind}-opt", action="append", default=[], metavar="K=V",
                          help=f"an option for the {kind} (repeatable; see xferbench list {kind}s)")
+    _add_executor_arguments(run)
 
     lst = sub.add_parser("list", parents=[common], help="list backbones, datasets, heads, methods, reporters, commands")
     lst.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
@@ -139,6 +140,7 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     extract.add_argument("--out", required=True, type=Path, metavar="FILE.npz")
     extract.add_argument("--backbone-opt", action="append", default=[], metavar="K=V")
     extract.add_argument("--dataset-opt", action="append", default=[], metavar="K=V")
+    _add_executor_arguments(extract)
 
     export = sub.add_parser("export", parents=[common], help="write a transfer run as one TF SavedModel or TFLite model")
     export.add_argument("--run", required=True, type=Path, metavar="RUN_DIR")
@@ -201,6 +203,23 @@ def _fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 1 (or 0% and 100%)")
     return value
+
+
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", default="local", metavar="local|ray",
+                        help="where the work runs: this process (local, the default) or a Ray cluster (ray; "
+                             "needs pip install \"xferbench[ray]\"; docs/scaling.md)")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="the Ray cluster to use (default: $RAY_ADDRESS, else a local Ray for this run)")
+    parser.add_argument("--executor-opt", action="append", default=[], metavar="K=V",
+                        help="an option of the executor, e.g. cpus_per_run=2 (repeatable; docs/scaling.md)")
+
+
+def _make_executor(args: argparse.Namespace) -> Any:
+    from xferbench.executors import make_executor
+    from xferbench.options import parse_assignments
+
+    return make_executor(args.executor, args.ray_address, parse_assignments(args.executor_opt, "--executor-opt"))
 
 
 def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -450,7 +469,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 # Options of `run` that only change how the output looks or where it comes from: --resume may take them.
 _NOT_RUN_SETTINGS = {"command", "quiet", "format", "report", "reporter_opt", "resume", "no_plugin", "cache_dir",
-                     "tensorboard"}
+                     "tensorboard", "executor", "ray_address", "executor_opt"}
 
 
 def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
@@ -473,6 +492,7 @@ def _resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, lis
     resumed.quiet, resumed.format, resumed.resume, resumed.output = args.quiet, args.format, path, path
     resumed.report, resumed.reporter_opt = args.report, args.reporter_opt
     resumed.tensorboard = args.tensorboard
+    resumed.executor, resumed.ray_address, resumed.executor_opt = args.executor, args.ray_address, args.executor_opt
     resumed.no_plugin = args.no_plugin or resumed.no_plugin
     # The same cache: its bottlenecks and pretrained weights are what make resuming cheap.
     recorded = (document.get("options") or {}).get("cache_dir")
@@ -516,8 +536,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if output.suffix != ".json":
         raise UserError(f"--output {output}: the results file must end in .json")
     check_writable(output)
+    executor = _make_executor(args)
     context = _context(args, catalog, seed=args.seed, weights=args.weights, data_dir=args.data_dir)
-    runner = Runner(request, context, output, resume=interrupted)
+    runner = Runner(request, context, output, resume=interrupted, executor=executor)
     import_tensorflow_quietly()
     bridge = ReporterBridge(reporters)
     catalog.pm.register(bridge, name="xferbench-reporters")
@@ -599,6 +620,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".npz":
         raise UserError(f"--out {args.out}: the features file must end in .npz")
+    executor = _make_executor(args)
     catalog = _catalog(args)
     datasets = _split_tokens(args.dataset, catalog.datasets)
     if len(datasets) != 1:
@@ -612,7 +634,19 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     _, arg = catalog.backbones.resolve(args.backbone)
     backbone = spec.load_factory()(arg, options, context)
     backbone.prepare(context)
-    extraction = write_npz(args.out, backbone, dataset, context)
+    extraction = None
+    if args.executor != "local":
+        from xferbench.executors.ray import worker_spec
+        from xferbench.plan import RunRequest
+
+        request = RunRequest(backbones=[args.backbone], datasets=datasets, heads=["logreg"], methods=["transfer"],
+                             backbone_options=parse_assignments(args.backbone_opt, "--backbone-opt"),
+                             dataset_options=parse_assignments(args.dataset_opt, "--dataset-opt"))
+        with executor:  # None: the cluster could not do it; extracting here says why
+            spec = worker_spec(context, request, args.out, False, executor.options)
+            with executor.pool(context, spec, args.backbone) as pool:
+                extraction = executor.extract(context, pool, backbone, datasets[0], dataset)
+    extraction = write_npz(args.out, backbone, dataset, context, extraction=extraction)
     print(f"{args.out}: {extraction.features.shape[0] - len(extraction.failed)} images x "
           f"{extraction.features.shape[1]} features ({extraction.cache_hits} from cache, "
           f"{extraction.computed} computed, {len(extraction.failed)} failed)")

@@ -203,12 +203,17 @@ def _scratch_file(folder: Path, size: int):  # noqa: ANN202 - a binary file obje
     return fh
 
 
-def write_npz(path: Path, backbone: Backbone, dataset: ImageDataset, context: RunContext) -> Extraction:
-    """``xferbench extract``: features, labels, paths, split and class names, without pickle."""
+def write_npz(path: Path, backbone: Backbone, dataset: ImageDataset, context: RunContext,
+              extraction: Extraction | None = None) -> Extraction:
+    """``xferbench extract``: features, labels, paths, split and class names, without pickle.
+
+    ``extraction``: features already extracted (by the Ray executor); else they are extracted here.
+    """
     from xferbench.atomic import atomic_path
 
-    extraction = extract_features(backbone, dataset, context.subdir("bottlenecks"), context.progress,
-                                  batch_size=backbone.extract_batch_size)
+    if extraction is None:
+        extraction = extract_features(backbone, dataset, context.subdir("bottlenecks"), context.progress,
+                                      batch_size=backbone.extract_batch_size)
     failed = set(extraction.failed)
     keep = [i for i, ex in enumerate(dataset.examples) if ex.key not in failed]
     examples = [dataset.examples[i] for i in keep]

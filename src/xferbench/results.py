@@ -128,6 +128,17 @@ def build_schema() -> dict[str, Any]:
                                                           "verdict"],
                            "properties": {"by_shots": {"type": "array"}, "data_needed": {"type": "object"},
                                           "verdict": {"type": "string"}}}}}}
+    document["properties"]["executor"] = {
+        "type": "object", "required": ["name"],
+        "description": "where the runs executed (--executor; docs/scaling.md)",
+        "properties": {"name": {"enum": ["local", "ray"]},
+                       "ray_version": {"type": "string"},
+                       "address": {"type": "string", "description": "the Ray cluster, or 'local' for one started "
+                                                                    "for the run"},
+                       "nodes": {"type": "integer", "minimum": 0, "description": "alive nodes of the cluster"},
+                       "nodes_used": {"type": "integer", "minimum": 0},
+                       "workers_used": {"type": "integer", "minimum": 0,
+                                        "description": "worker processes that ran runs or extraction shards"}}}
     document["$defs"]["run"] = run_schema()
     return document
 

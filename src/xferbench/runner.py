@@ -3,7 +3,9 @@
 A plain sweep loop: for each (dataset, backbone) cell, each planned run is handed to its
 method. A failing run is recorded with its one-line error and the others still run. The
 lifecycle hooks see each run start and finish; the results file writer is one of their
-consumers, so the document on disk always holds every finished run.
+consumers, so the document on disk always holds every finished run. Where the runs execute
+is the executor's business (xferbench.executors): here, in this process (``local``), or as
+tasks on a Ray cluster (``ray``), which hands the records back in the same order.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from xferbench.comparison import compare_methods
 from xferbench.context import RunContext
 from xferbench.data import ImageDataset, select_shots
 from xferbench.errors import Interrupted, UserError, one_line
+from xferbench.executors import Executor, LocalExecutor
 from xferbench.lifecycle import Lifecycle
 from xferbench.method import MethodContext, TrainingBudget
 from xferbench.plan import DEFAULT_METHODS, RunRequest, make_plan
@@ -66,8 +69,9 @@ class Runner:
     """
 
     def __init__(self, request: RunRequest, context: RunContext, output: Path,
-                 resume: dict[str, Any] | None = None) -> None:
+                 resume: dict[str, Any] | None = None, executor: Executor | None = None) -> None:
         self.request = request
+        self.executor = executor or LocalExecutor()
         self.context = context
         self.output = output
         self.resuming = resume is not None
@@ -83,15 +87,18 @@ class Runner:
     def run(self) -> dict[str, Any]:
         """Run every planned run; return the results document (also written to ``output``)."""
         self._check_support()
-        sweep = self.sweep = Sweep(new_document(self.request, self.context, self._resume_info()), self.output,
-                                   self.plan.records)
-        with Lifecycle(self.context.catalog, sweep) as lifecycle:
-            self.lifecycle = lifecycle
-            for dataset_token in self.request.datasets:
-                dataset = self._load_dataset(dataset_token)
-                for backbone_token in self.request.backbones:
-                    self._run_cell(backbone_token, dataset_token, dataset)
-            sweep.document["comparison"] = compare_methods(sweep.document, self.request.target_accuracy)
+        with self.executor:
+            sweep = self.sweep = Sweep(new_document(self.request, self.context, self._resume_info(),
+                                                    self.executor.info()), self.output, self.plan.records)
+            with Lifecycle(self.context.catalog, sweep) as lifecycle:
+                self.lifecycle = self.executor.ordered(lifecycle, self.plan.records)
+                for dataset_token in self.request.datasets:
+                    dataset = self._load_dataset(dataset_token)
+                    for backbone_token in self.request.backbones:
+                        self._run_cell(backbone_token, dataset_token, dataset)
+                self.executor.drain(self)
+                sweep.document["executor"] = self.executor.info()
+                sweep.document["comparison"] = compare_methods(sweep.document, self.request.target_accuracy)
         return sweep.document
 
     def _resume_info(self) -> dict[str, Any] | None:
@@ -131,7 +138,7 @@ class Runner:
         planned = self.plan.cell(backbone_token, dataset_token)
         if all(record.key in self._finished for record in planned):
             for record in planned:
-                self._keep(record)
+                self.keep(record)
             self.context.progress.log(f"{backbone_token} on {dataset_token}: kept {len(planned)} finished runs")
             return
         try:
@@ -141,31 +148,44 @@ class Runner:
             if isinstance(backbone, Exception):
                 raise backbone
             backbone.prepare(self.context)
-            self._warn_about_precision(backbone_token, backbone)
+            _warn_about_precision(self.context, backbone_token, backbone, self.sweep)
         except Exception as exc:  # one broken cell (even a plugin bug) must not sink the sweep
-            error = self._describe(exc, backbone_token, dataset_token)
+            error = self.describe(exc, backbone_token, dataset_token)
             for record in planned:
-                if not self._keep(record):
+                if not self.keep(record):
                     self.lifecycle.finish(record.update(status="error", error=error))
-            self._log_error(f"{backbone_token} on {dataset_token}: {error}")
+            self.log_error(f"{backbone_token} on {dataset_token}: {error}")
             return
         draws = {shots: select_shots(dataset, shots, self.context.seed) for shots in self.request.shots}
-        with Cell(backbone, dataset, self.context, draws.values()) as cell:
-            for record in planned:
-                if not self._keep(record):
-                    self._run_one(record, cell, draws[None if record.shots == "all" else int(record.shots)])
+        self.executor.run_cell(self, backbone, dataset, draws, planned)
 
-    def _run_one(self, record: RunRecord, cell: Cell, subset: ImageDataset) -> None:
-        spec, options, method = self.plan.methods[record.method]
-        if not method.supports(cell.backbone):
-            self.lifecycle.finish(record.update(status="skipped", error="not supported"))
+    def supported(self, record: RunRecord, backbone: Backbone) -> bool:
+        """Whether ``record``'s method can run on ``backbone``; if not, its run is finished as skipped."""
+        if self.plan.methods[record.method][2].supports(backbone):
+            return True
+        self.lifecycle.finish(record.update(status="skipped", error="not supported"))
+        return False
+
+    def run_one(self, record: RunRecord, cell: Cell, subset: ImageDataset) -> None:
+        """Run ``record`` here and now: its start and its finish go through the lifecycle."""
+        if not self.supported(record, cell.backbone):
             return
         self.lifecycle.start(record)
+        try:
+            record = self.execute(record, cell, subset)
+        except KeyboardInterrupt as exc:
+            self.lifecycle.finish(interrupted(record, exc, self.run_dir(record)))
+            raise
+        self.lifecycle.finish(record)
+
+    def execute(self, record: RunRecord, cell: Cell, subset: ImageDataset) -> RunRecord:
+        """Hand ``record`` to its method; an exception becomes the record's one-line error."""
+        spec, options, method = self.plan.methods[record.method]
         head_spec, head_options = self.plan.heads.get(record.head, (None, {}))
         context = MethodContext(
             record=record, backbone=cell.backbone, dataset=cell.dataset, subset=subset, options=options,
             budget=TrainingBudget(self.request.full_epochs, self.request.full_budget_seconds), seed=self.context.seed,
-            run_dir=self._run_dir(record), progress=self.context.progress, resume=self.resuming,
+            run_dir=self.run_dir(record), progress=self.context.progress, resume=self.resuming,
             harness=self.context, backbone_options=self.plan.backbones[record.backbone][1], head_spec=head_spec,
             dataset_options=self.plan.datasets[record.dataset][1], augmentation=self.request.augmentation,
             head_options=head_options, show_misclassified=self.request.show_misclassified, cell=cell)
@@ -173,19 +193,13 @@ class Runner:
             result = method.run(context)
             if not isinstance(result, RunRecord):
                 raise TypeError(f"{type(method).__name__}.run returned {type(result).__name__}, not a RunRecord")
-            record = result.update(status="ok") if result.status == "pending" else result
-        except KeyboardInterrupt as exc:
-            reason = f"stopped by {exc.signal_name}" if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
-            self.lifecycle.finish(record.update(status="interrupted", error=reason,
-                                                training=_checkpoint(context.run_dir)))
-            raise
+            return result.update(status="ok") if result.status == "pending" else result
         except Exception as exc:
-            error = self._describe(exc, record.backbone, record.dataset, record.head, record.method)
-            record.update(status="error", error=error)
-            self._log_error(f"{record.method} {record.backbone} on {record.dataset}: {error}")
-        self.lifecycle.finish(record)
+            error = self.describe(exc, record.backbone, record.dataset, record.head, record.method)
+            self.log_error(f"{record.method} {record.backbone} on {record.dataset}: {error}")
+            return record.update(status="error", error=error)
 
-    def _keep(self, record: RunRecord) -> bool:
+    def keep(self, record: RunRecord) -> bool:
         """Put the interrupted run's finished result for ``record`` into the document, if it has one."""
         finished = self._finished.get(record.key)
         if finished is None:
@@ -213,7 +227,7 @@ class Runner:
             raise UserError(f"backbone {spec.name!r} (plugin {spec.plugin}) did not return a Backbone")
         return backbone
 
-    def _describe(self, exc: Exception, backbone: str, dataset: str, head: str | None = None,
+    def describe(self, exc: Exception, backbone: str, dataset: str, head: str | None = None,
                   method: str | None = None) -> str:
         """A UserError's message; anything else names the plugin whose component raised it."""
         if isinstance(exc, UserError):
@@ -227,16 +241,7 @@ class Runner:
             specs.append(self.plan.methods[method][0])
         return self.context.catalog.blame(exc, specs)
 
-    def _warn_about_precision(self, token: str, backbone: Backbone) -> None:
-        assert self.sweep is not None
-        if backbone.precision() != "bfloat16" or self.sweep.document["machine"].get("gpu"):
-            return
-        if not machine.native_bfloat16():
-            self.context.progress.log(
-                f"warning: {token} computes in bfloat16, which this CPU has no instructions for (AVX512_BF16 "
-                f"or AMX); TensorFlow emulates it, usually slower than float32")
-
-    def _log_error(self, message: str) -> None:
+    def log_error(self, message: str) -> None:
         """Say a failed run's error as it happens, once, in sweeps over several backbones or datasets.
 
         With a single cell the summary table shows each failure, and when every run failed the
@@ -246,13 +251,23 @@ class Runner:
             self._logged_errors.add(message)
             self.context.progress.log(f"error: {message}")
 
-    def _run_dir(self, record: RunRecord) -> Path:
+    def run_dir(self, record: RunRecord) -> Path:
         head = "" if record.head == "-" else f"-{record.head}"
         name = f"{record.method}-{record.backbone}-{record.dataset}{head}-{record.shots}"
         return self.output.with_suffix("") / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def new_document(req: RunRequest, context: RunContext, resumed: dict[str, Any] | None) -> dict[str, Any]:
+def _warn_about_precision(context: RunContext, token: str, backbone: Backbone, sweep: Sweep | None) -> None:
+    assert sweep is not None
+    if backbone.precision() != "bfloat16" or sweep.document["machine"].get("gpu"):
+        return
+    if not machine.native_bfloat16():
+        context.progress.log(f"warning: {token} computes in bfloat16, which this CPU has no instructions for "
+                             f"(AVX512_BF16 or AMX); TensorFlow emulates it, usually slower than float32")
+
+
+def new_document(req: RunRequest, context: RunContext, resumed: dict[str, Any] | None,
+                 executor: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results document before any run: what was asked, on which machine, with which versions."""
     try:
         gpus = machine.gpus()
@@ -275,11 +290,18 @@ def new_document(req: RunRequest, context: RunContext, resumed: dict[str, Any] |
         },
         "machine": {**machine.machine_info(with_gpus=False), "gpu": gpus},
         "versions": machine.versions(),
+        "executor": executor or {"name": "local"},
         **({"suite": req.suite} if req.suite else {}),
         "datasets": [],
         "runs": [],
         **({"resumed": resumed} if resumed is not None else {}),
     }
+
+
+def interrupted(record: RunRecord, exc: KeyboardInterrupt, run_dir: Path) -> RunRecord:
+    """``record`` stopped by Ctrl-C or a stop signal, with where its training can go on from."""
+    reason = f"stopped by {exc.signal_name}" if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
+    return record.update(status="interrupted", error=reason, training=_checkpoint(run_dir))
 
 
 def _checkpoint(run_dir: Path) -> dict[str, Any] | None:
