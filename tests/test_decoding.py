@@ -62,3 +62,26 @@ def test_to_rgb_accepts_only_uint8_images() -> None:
     assert to_rgb(np.zeros((2, 3, 4), np.uint8)).shape == (2, 3, 3)
     for bad in (np.zeros((2, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros((2, 3, 2), np.uint8), b"x"):
         assert to_rgb(bad) is None
+
+
+@pytest.mark.parametrize("shape", [(9, 7), (5, 12), (6, 6), (1, 40)])
+def test_crop_to_aspect_ratio_is_keras_resizings_centre_crop(shape: tuple[int, int]) -> None:
+    """The crop KerasHub's image converters make (keras.layers.Resizing(crop_to_aspect_ratio=True)), bit for bit,
+    in TensorFlow, and the same box in Pillow; the digest of settings without it is as before the field existed."""
+    import keras
+
+    from xferbench.decoding import Preprocessing, decoder_for
+
+    rgb = np.random.default_rng(1).integers(0, 256, (*shape, 3), np.uint8)
+    for size in ((4, 4), (3, 5)):
+        cropped = Preprocessing(size=size, crop_to_aspect_ratio=True)
+        want = keras.layers.Resizing(*size, crop_to_aspect_ratio=True)(rgb.astype(np.float32)[None])[0]
+        (_, got), = decoder_for(cropped).batches([_png(rgb)], 4)
+        np.testing.assert_array_equal(np.asarray(got)[0], np.asarray(want))
+        top, left, height, width = cropped.crop_box(*shape)
+        box = rgb[top:top + height, left:left + width]
+        nearest = Preprocessing(size=(height, width), crop_to_aspect_ratio=True, resize="nearest", library="pillow")
+        (_, pillow), = decoder_for(nearest).batches([rgb], 1)
+        np.testing.assert_array_equal(pillow[0], box.astype(np.float32))
+    assert "crop_to_aspect_ratio" not in Preprocessing(size=(4, 4)).describe()
+    assert Preprocessing(size=(4, 4)).digest() != Preprocessing(size=(4, 4), crop_to_aspect_ratio=True).digest()

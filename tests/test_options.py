@@ -40,6 +40,17 @@ def test_inclusive_bounds_accept_the_bound_and_refuse_nan():
         spec.validate({"dropout": "nan"})
 
 
+def test_validated_options_validate_again_with_unset_defaults():
+    """What validate returns (a run record's options, None for 'not set') is accepted again, as export does."""
+    spec = _spec_with(Option("size", int, None, min=1), Option("mode", str, None, choices=("a", "b")),
+                      Option("steps", int, 5, min=1))
+    first = spec.validate({})
+    assert first == {"size": None, "mode": None, "steps": 5}
+    assert spec.validate(first) == first
+    with pytest.raises(OptionError, match="steps=None"):
+        spec.validate({"steps": None})  # an option with a default of its own is never 'not set'
+
+
 def test_describe_shows_the_bounds():
     assert Option("rate", float, 0.1, "step size", gt=0).describe() == "rate=0.1 (float, > 0) step size"
     assert Option("n", int, 3, "count", min=1, lt=10).describe() == "n=3 (int, >= 1, < 10) count"

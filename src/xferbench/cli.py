@@ -122,11 +122,13 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", parents=[common], help="list backbones, datasets, heads, methods, reporters, commands")
     lst.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
+    lst.add_argument("--all", action="store_true",
+                     help="also every argument a parametric component knows (e.g. each KerasHub image preset)")
     sub.add_parser("plugins", parents=[common], help="list loaded plugins, their versions and origins")
 
     fetch = sub.add_parser("fetch", parents=[common], help="download a backbone's or dataset's files into the cache")
     fetch.add_argument("name", help="e.g. inception_2015 or flowers")
-    fetch.add_argument("--from", dest="source", type=Path, help="import a file you downloaded yourself")
+    fetch.add_argument("--from", dest="source", type=Path, help="import a file (or a folder, where the component takes one) you downloaded yourself")
     fetch.add_argument("--opt", action="append", default=[], metavar="K=V", help="an option of the component")
 
     extract = sub.add_parser("extract", parents=[common], help="write bottleneck features of a dataset to .npz")
@@ -423,6 +425,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     catalog = _catalog(args)
     console = Console()
+    if args.all:
+        import_tensorflow_quietly()  # the long lists may import Keras packages (KerasHub's presets)
     for kind in [args.kind] if args.kind else KINDS:
         table = Table(title=kind, title_justify="left")
         table.add_column("name", style="bold")
@@ -433,6 +437,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             details = spec.options if kind != "suites" else ()
             table.add_row(spec.label, spec.plugin, spec.description, "\n".join(o.describe() for o in details)
                           or _suite_tasks(spec))
+            for variant, description in spec.list_variants() if args.all else ():
+                table.add_row(f"  {spec.name}:{variant}", "", description, "")
         if kind == "methods":
             table.caption = f"default --compare: {','.join(DEFAULT_METHODS)} (a method a backbone cannot do is skipped)"
         console.print(table)
@@ -745,8 +751,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if fetcher is None:
         raise UserError(f"{spec.kind} {spec.name!r} has nothing to download")
     options = spec.validate(parse_assignments(args.opt, "--opt"))
-    if args.source is not None and not args.source.is_file():
+    if args.source is not None and not (args.source.is_file() or args.source.is_dir()):
         raise UserError(f"--from {args.source}: no such file")
+    if args.source is not None and args.source.is_dir() and not getattr(fetcher, "accepts_folders", False):
+        raise UserError(f"--from {args.source} is a folder; {spec.kind} {spec.name!r} imports a file")
     import_tensorflow_quietly()  # only now: names and files are checked in a fraction of a second
     path = fetcher(arg, options, _context(args, catalog), args.source)
     print(f"{spec.name}: ready at {path}")

@@ -80,7 +80,8 @@ class Preprocessing:
     """How images become a network's input, as data: it travels with the weights and keys the cache.
 
     Steps, in order: decode to RGB (gray replicated, alpha dropped, first GIF frame); to gray if
-    ``channels == 1`` (before resizing); resize to ``size``; reverse the channels if
+    ``channels == 1`` (before resizing); with ``crop_to_aspect_ratio``, the largest centred crop of
+    ``size``'s aspect ratio (as ``keras.layers.Resizing(crop_to_aspect_ratio=True)``); resize to ``size``; reverse the channels if
     ``reverse_channels`` (RGB -> BGR); then ``x * scale``, ``x / divide_by``, ``x - mean``,
     ``x / std`` (per channel, or one value for all), each skipped when it would change nothing, all
     in float32. The result is float32 ``[height, width, channels]``.
@@ -111,6 +112,9 @@ class Preprocessing:
     #: decode JPEGs with these settings instead of ``tf.io.decode_image``'s
     jpeg: JpegDecoding | None = None
     library: str = "tensorflow"
+    #: resize the largest centred crop of ``size``'s aspect ratio instead of the whole (squashed) image,
+    #: as ``keras.layers.Resizing(crop_to_aspect_ratio=True)`` and KerasHub's image converters do
+    crop_to_aspect_ratio: bool = False
 
     def __post_init__(self) -> None:
         # Normalise sequences to tuples, so equal settings compare (and hash) equal.
@@ -146,7 +150,20 @@ class Preprocessing:
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain JSON values (for ``info()`` and the cache key)."""
-        return json.loads(json.dumps(asdict(self)))
+        settings = json.loads(json.dumps(asdict(self)))
+        if not self.crop_to_aspect_ratio:
+            # added later: left out at its default, so the digests of older settings stay as they were
+            del settings["crop_to_aspect_ratio"]
+        return settings
+
+    def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(top, left, crop_height, crop_width)`` of the centred crop, with Keras's float32 arithmetic."""
+        target_height, target_width = self.size
+        crop_height = max(min(height, int(np.float32(width * target_height) / np.float32(target_width))), 1)
+        crop_width = max(min(width, int(np.float32(height * target_width) / np.float32(target_height))), 1)
+        top = int(np.float32(height - crop_height) / np.float32(2))
+        left = int(np.float32(width - crop_width) / np.float32(2))
+        return top, left, crop_height, crop_width
 
     def digest(self) -> str:
         """A short digest of the settings: equal settings, equal digest."""
@@ -214,6 +231,8 @@ def tf_resize(rgb: Any, preprocessing: Preprocessing) -> Any:
     import tensorflow as tf
 
     pixels = tf.image.rgb_to_grayscale(rgb) if preprocessing.channels == 1 else rgb
+    if preprocessing.crop_to_aspect_ratio:
+        pixels = _tf_centre_crop(pixels, preprocessing.size)
     if preprocessing.resize == "bilinear" and not preprocessing.antialias:
         # What tf.image.resize runs for bilinear, with TensorFlow 1's sampling available too.
         resized = tf.raw_ops.ResizeBilinear(images=tf.cast(pixels, tf.float32)[None],
@@ -224,6 +243,22 @@ def tf_resize(rgb: Any, preprocessing: Preprocessing) -> Any:
         resized = tf.cast(tf.image.resize(pixels, preprocessing.size, method=preprocessing.resize,
                                           antialias=preprocessing.antialias), tf.float32)
     return tf.ensure_shape(resized, preprocessing.input_shape)
+
+
+def _tf_centre_crop(pixels: Any, size: tuple[int, int]) -> Any:
+    """The largest centred crop of ``size``'s aspect ratio: ``keras.ops.image.resize(crop_to_aspect_ratio=True)``'s."""
+    import tensorflow as tf
+
+    shape = tf.shape(pixels)
+    height, width = shape[0], shape[1]
+    target_height, target_width = size
+    crop_height = tf.maximum(tf.minimum(height, tf.cast(tf.cast(width * target_height, tf.float32) / target_width,
+                                                        tf.int32)), 1)
+    crop_width = tf.maximum(tf.minimum(width, tf.cast(tf.cast(height * target_width, tf.float32) / target_height,
+                                                      tf.int32)), 1)
+    top = tf.cast(tf.cast(height - crop_height, tf.float32) / 2, tf.int32)
+    left = tf.cast(tf.cast(width - crop_width, tf.float32) / 2, tf.int32)
+    return pixels[top:top + crop_height, left:left + crop_width, :]
 
 
 def tf_preprocess(contents: Any, preprocessing: Preprocessing) -> Any:
@@ -247,6 +282,9 @@ def pillow_preprocess(image: ImageData, preprocessing: Preprocessing) -> np.ndar
             converted = Image.fromarray(rgb).convert(mode)
         else:
             return None
+        if preprocessing.crop_to_aspect_ratio:
+            top, left, crop_height, crop_width = preprocessing.crop_box(converted.height, converted.width)
+            converted = converted.crop((left, top, left + crop_width, top + crop_height))
         if converted.size != (width, height):
             converted = converted.resize((width, height), Image.Resampling[preprocessing.resize.upper()])
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):

@@ -50,6 +50,11 @@ class Option:
     def parse(self, raw: Any, owner: str) -> Any:
         """Convert ``raw`` (usually a CLI string) and check it, or raise OptionError."""
         value = self._convert(raw, owner)
+        if value is None and self.default is None:
+            # "not set", as validate fills it in: run records hold it, and export validates them again
+            return None
+        if value is None:
+            raise OptionError(f"{owner}: option {self.name}=None must be set (default {self.default!r})")
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise OptionError(f"{owner}: option {self.name}={raw!r} must be one of: {allowed}")

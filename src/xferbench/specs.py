@@ -53,6 +53,9 @@ class ComponentSpec:
     #: optional ``(arg, options, context, source: Path | None) -> Path``: download or import
     #: the component's files into the cache (``xferbench fetch NAME [--from FILE]``)
     fetcher: Factory | None = None
+    #: optional ``() -> list[tuple[str, str]]``: every argument a parametric component knows, with a
+    #: description (``xferbench list KIND --all``); may import heavy packages, as it runs only then
+    variants: Factory | None = None
     plugin: str = field(default="?", compare=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +83,12 @@ class ComponentSpec:
         if self.fetcher is None:
             return None
         return resolve_target(self.fetcher, f"{self.kind} {self.name!r} (plugin {self.plugin})")
+
+    def list_variants(self) -> list[tuple[str, str]]:
+        """``variants()``'s ``(argument, description)`` pairs; empty without ``variants``."""
+        if self.variants is None:
+            return []
+        return list(resolve_target(self.variants, f"{self.kind} {self.name!r} (plugin {self.plugin})")())
 
 
 @dataclass(frozen=True)
