@@ -81,24 +81,15 @@ class LogRegHead(DenseHead):
         started = time.perf_counter()
         mean, scale = standardizer(x)
         xs = (x - mean) / scale
-        scores: list[dict[str, Any]] = []
-        best: tuple[tuple[float, float, float], DenseLayer] | None = None
+        choice = _Choice(xv, yv, on_progress, started)
         model = self._new_model(self.grid[0], seed)
-        for step, c in enumerate(self.grid, start=1):
+        for c in self.grid:
             # Small to large C with warm starts: each fit starts near its neighbour's optimum.
             model.set_params(C=c)
             converged = self._fit_quietly(model, xs, y)
-            layer = self._layer(model, num_classes, mean, scale)
-            val_acc, val_loss = (_scores(layer, xv, yv) if len(yv) else (None, None))
-            scores.append({"C": c, "val_accuracy": val_acc, "val_loss": val_loss, "converged": converged})
-            key = (-(val_acc or 0.0), val_loss if val_loss is not None else 0.0, c)
-            if best is None or key < best[0]:
-                best = (key, layer)
-            if on_progress is not None:
-                on_progress(step, val_acc, time.perf_counter() - started)
-        assert best is not None
-        chosen_c = best[0][2]
-        layer = best[1]
+            choice.consider(c, self._layer(model, num_classes, mean, scale), converged)
+        chosen_c, layer = choice.c, choice.layer
+        scores = choice.scores
         if self.options["refit"] == "train+val" and len(yv):
             both_x, both_y = np.concatenate([x, xv]), np.concatenate([y, yv])
             mean, scale = standardizer(both_x)
@@ -135,26 +126,18 @@ class LogRegHead(DenseHead):
         classes = np.unique(y)
         rng = np.random.default_rng(seed)
         starts = [start for start, _ in _chunk_bounds(len(x))]
-        scores: list[dict[str, Any]] = []
-        best: tuple[tuple[float, float, float], DenseLayer] | None = None
-        for step, c in enumerate(self.grid, start=1):
+        choice = _Choice(xv, yv, on_progress, started)
+        for c in self.grid:
             model = SGDClassifier(loss="log_loss", alpha=1.0 / (c * len(x)), random_state=seed)
             for _ in range(OUT_OF_CORE_EPOCHS):
                 for start in rng.permutation(starts):
                     rows = x[start:start + ROW_CHUNK]
                     model.partial_fit((rows - mean) / scale, y[start:start + ROW_CHUNK], classes=classes)
-            layer = self._layer(model, num_classes, mean, scale)
-            val_acc, val_loss = (_scores(layer, xv, yv) if len(yv) else (None, None))
-            scores.append({"C": c, "val_accuracy": val_acc, "val_loss": val_loss, "converged": None})
-            key = (-(val_acc or 0.0), val_loss if val_loss is not None else 0.0, c)
-            if best is None or key < best[0]:
-                best = (key, layer)
-            if on_progress is not None:
-                on_progress(step, val_acc, time.perf_counter() - started)
-        assert best is not None
-        chosen = next(s for s in scores if s["C"] == best[0][2])
-        self.layers = [best[1]]
-        self._info = {"C": best[0][2], "selected_on": "validation" if len(self.grid) > 1 else "fixed",
+            choice.consider(c, self._layer(model, num_classes, mean, scale), None)
+        scores = choice.scores
+        chosen = next(s for s in scores if s["C"] == choice.c)
+        self.layers = [choice.layer]
+        self._info = {"C": choice.c, "selected_on": "validation" if len(self.grid) > 1 else "fixed",
                       "refit": "train", "val_accuracy": chosen["val_accuracy"],
                       "solver": f"sgd log loss, out of core ({OUT_OF_CORE_EPOCHS} passes)",
                       "standardized": "scaler fitted on the training data, folded into the layer", "grid": scores,
@@ -219,3 +202,34 @@ def _scores(layer: DenseLayer, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
     accuracy = float(np.mean(probs.argmax(axis=1) == y))
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-300, None))))
     return accuracy, loss
+
+
+class _Choice:
+    """The C values tried, each one point of the head's validation curve, and the best of them.
+
+    Best: the highest validation accuracy, then the lowest validation loss, then the smallest C.
+    """
+
+    def __init__(self, xv: np.ndarray, yv: np.ndarray, on_progress: ProgressCallback | None, started: float) -> None:
+        self.xv, self.yv, self.on_progress, self.started = xv, yv, on_progress, started
+        self.scores: list[dict[str, Any]] = []
+        self._best: tuple[tuple[float, float, float], DenseLayer] | None = None
+
+    def consider(self, c: float, layer: DenseLayer, converged: bool | None) -> None:
+        val_acc, val_loss = (_scores(layer, self.xv, self.yv) if len(self.yv) else (None, None))
+        self.scores.append({"C": c, "val_accuracy": val_acc, "val_loss": val_loss, "converged": converged})
+        key = (-(val_acc or 0.0), val_loss if val_loss is not None else 0.0, c)
+        if self._best is None or key < self._best[0]:
+            self._best = (key, layer)
+        if self.on_progress is not None:
+            self.on_progress(len(self.scores), val_acc, time.perf_counter() - self.started)
+
+    @property
+    def c(self) -> float:
+        assert self._best is not None
+        return self._best[0][2]
+
+    @property
+    def layer(self) -> DenseLayer:
+        assert self._best is not None
+        return self._best[1]

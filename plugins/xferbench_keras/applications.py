@@ -29,6 +29,7 @@ from xferbench.backbone import NetworkBackbone
 from xferbench.decoding import Preprocessing
 from xferbench.download import sha256_file
 from xferbench.errors import OptionError, UserError, one_line
+from xferbench.precision import keras_dtype_policy
 from xferbench_keras.packaged import packaged_weights
 
 if TYPE_CHECKING:
@@ -173,22 +174,6 @@ def _watch_downloads(seen: list[str], source: Path | None = None) -> Iterator[No
         file_utils.get_file = original
 
 
-@contextmanager
-def _dtype_policy(precision: str) -> Iterator[None]:
-    """Build layers under ``mixed_bfloat16`` (bfloat16 compute, float32 variables) if asked."""
-    import keras
-
-    if precision == "float32":
-        yield
-        return
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 class KerasBackbone(NetworkBackbone):
     """A ``keras.applications`` model with ImageNet (or user-supplied) weights."""
 
@@ -249,7 +234,7 @@ class KerasBackbone(NetworkBackbone):
                                   "input_shape": (self.input_size, self.input_size, 3)}
         if self.alpha is not None:
             kwargs["alpha"] = self.alpha
-        with _watch_downloads(files, source), _dtype_policy(self._precision):
+        with _watch_downloads(files, source), keras_dtype_policy(self._precision):
             return self._constructor(**kwargs)
 
     def _build_base(self, weights: str | None) -> Any:

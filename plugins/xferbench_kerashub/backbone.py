@@ -19,7 +19,6 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +27,9 @@ import numpy as np
 from xferbench.backbone import NetworkBackbone
 from xferbench.decoding import Preprocessing
 from xferbench.errors import OptionError, UserError, one_line
+from xferbench.precision import keras_dtype_policy
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     from xferbench.context import RunContext
 
@@ -219,19 +218,6 @@ def one_image_macs(graph: Any) -> int:
     return total
 
 
-@contextmanager
-def _dtype_policy(precision: str) -> Iterator[None]:
-    """Build layers under ``mixed_bfloat16`` (bfloat16 compute, float32 variables) if asked."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 class KerasHubBackbone(NetworkBackbone):
     """A KerasHub image backbone preset, its embedding chosen per architecture."""
 
@@ -300,7 +286,7 @@ class KerasHubBackbone(NetworkBackbone):
             overrides["image_shape"] = (self._size_option, self._size_option, 3)
         overrides["dtype"] = "mixed_bfloat16" if self._precision == "bfloat16" else "float32"
         try:
-            with _dtype_policy(self._precision):
+            with keras_dtype_policy(self._precision):
                 return keras_hub.models.Backbone.from_preset(str(self.folder), load_weights=weights, **overrides)
         except (ValueError, OSError, TypeError, KeyError) as exc:
             raise UserError(f"cannot load KerasHub preset {self.preset!r} from {self.folder}: "
