@@ -139,10 +139,15 @@ def test_the_comparison_page_highlights_what_compare_calls_a_regression(sweep, b
         assert page.locator("li", has_text="removed: " + " ".join(run_key(removed))).count() == 1
 
 
-def test_report_refuses_two_files_without_html(sweep):
+def test_two_files_without_html_give_a_leaderboard_and_with_html_a_comparison_page(sweep, tmp_path):
     folder, _ = sweep
     result = run_cli("report", str(folder / "r.json"), str(folder / "r.json"))
-    assert_one_line_error(result, "--html FILE.html")
+    assert result.returncode == 0, result.stderr
+    assert "leaderboard" in result.stdout.lower()
+    page = tmp_path / "compare.html"
+    compared = run_cli("report", str(folder / "r.json"), str(folder / "r.json"), "--html", str(page))
+    assert compared.returncode == 0, compared.stderr
+    assert page.stat().st_size > 100_000
 
 
 def test_a_page_of_fifty_runs_stays_under_5_mb(sweep):

@@ -32,7 +32,9 @@ def test_run_writes_curves_accuracy_throughput_and_hparams(cli, tmp_path):
     assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == sorted(run_name(RunRecord.from_dict(r))
                                                                           for r in runs)
     for run in runs:
-        accumulator = EventAccumulator(str(tmp_path / "tb" / run_name(RunRecord.from_dict(run))))
+        # size_guidance 0: keep every event (the default samples 10 per tag; logreg alone has 21 points)
+        accumulator = EventAccumulator(str(tmp_path / "tb" / run_name(RunRecord.from_dict(run))),
+                                       size_guidance={"tensors": 0})
         accumulator.Reload()
         curve = [p for p in run["curve"] if p["val_accuracy"] is not None]
         assert curve
