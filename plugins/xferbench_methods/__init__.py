@@ -9,6 +9,9 @@ _NETWORK_OPTIONS = (
     Option("batch_size", int, 32, "images per training step", min=1),
     Option("ema_decay", float, 0.99, "decay of the moving average of the weights that is evaluated", min=0, lt=1),
     Option("checkpoint_every", int, 5, "epochs between checkpoints (for --resume and evaluate --watch)", min=1),
+    Option("strategy", str, "auto", "tf.distribute: mirrored (one replica per visible GPU, per logical CPU device "
+           "without GPUs; the global batch stays batch_size), none (one device), auto (mirrored with 2+ GPUs)",
+           choices=("auto", "mirrored", "none")),
 )
 
 

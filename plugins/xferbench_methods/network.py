@@ -30,7 +30,9 @@ class NetworkTraining(Method):
         record = context.record
         train, val, test = (context.inputs(split) for split in ("train", "val", "test"))
         context.require_splits(train, test)
-        model = context.backbone.build_model(context.num_classes, pretrained=self.pretrained, seed=context.seed)
+        distribution = training.distribution(self.options["strategy"])
+        with distribution.scope():  # the model's variables are mirrored on every replica
+            model = context.backbone.build_model(context.num_classes, pretrained=self.pretrained, seed=context.seed)
         epochs, batch_size = context.budget.effective_epochs, self.options["batch_size"]
         steps_per_epoch = max(1, -(-len(train) // batch_size))
         with context.progress.task(f"{self.label} {record.backbone} ({record.shots} shots)", total=epochs,
@@ -40,6 +42,7 @@ class NetworkTraining(Method):
 
             common = dict(batch_size=batch_size, optimizer=OPTIMIZER, seed=context.seed,
                           ema_decay=self.options["ema_decay"], eval_every_steps=None, augment=on_the_fly(context),
+                          distribution=distribution,
                           on_epoch=lambda epoch: task.advance(epoch - task.completed))  # resumed: not from 0
             outcome = training.train_model(
                 model, train.x, train.y, val.x, val.y, epochs=epochs, budget_seconds=context.budget.seconds,
@@ -56,7 +59,7 @@ class NetworkTraining(Method):
             status="ok", n_train=len(train), n_val=len(val), n_test=len(test),
             skipped_files=context.dataset.skipped_counts(), train_seconds=outcome.seconds, curve=outcome.curve,
             eval_seconds=outcome.eval_seconds, cold_seconds=outcome.seconds, warm_seconds=outcome.seconds,
-            val_accuracy=outcome.val_accuracy,
+            val_accuracy=outcome.val_accuracy, strategy=distribution.name, replicas=distribution.replicas,
             training={"steps": outcome.steps, "epochs": outcome.epochs, "stopped_by": outcome.stopped_by,
                       "resumed_from_step": outcome.resumed_from_step, "setup_seconds": outcome.setup_seconds,
                       "eval_seconds": outcome.eval_seconds,

@@ -107,6 +107,11 @@ class RunRecord:
         "full/finetune: `steps`, `epochs`, `stopped_by` (`epochs` or `budget`), `resumed_from_step`, "
         "`setup_seconds`, `final_val_accuracy`, `optimizer`, `ema_decay`, `run_dir`; an interrupted run: "
         "`checkpoint_step`", {"type": ["object", "null"]})
+    strategy: str | None = _field(
+        "full/finetune: the `tf.distribute` strategy training used: `mirrored` (`MirroredStrategy`) or `none` (one "
+        "device); null for methods that train no network", {"type": ["string", "null"]})
+    replicas: int | None = _field("full/finetune: the replicas that trained in sync (1 for `none`); null for "
+                                  "methods that train no network", _INT)
     method_options: dict[str, Any] = _field("the method's options after validation (defaults filled in)", _OBJECT,
                                             factory=dict)
     method_info: dict[str, Any] = _field("what the method reports beyond these fields (plugin methods put "

@@ -27,6 +27,8 @@ from xferbench.head import ProgressCallback
 from xferbench.run_folder import RunFolder
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+#: ``--method-opt strategy=`` of ``full`` and ``finetune``
+STRATEGIES = ("auto", "mirrored", "none")
 
 StopReason = Literal["epochs", "budget"]
 
@@ -62,9 +64,58 @@ def predict_proba(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     x = np.asarray(x)
     if len(x) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # Keras' predict_on_batch hands the whole batch to every replica and concatenates their
+        # outputs (one row per replica per image); one device's forward pass is what scoring needs.
+        forward = _inference_function(model)
+        parts = [np.asarray(forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts)
     # predict_on_batch compiles its function once per model and reuses it.
     parts = [np.asarray(model.predict_on_batch(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     return np.concatenate(parts)
+
+
+def _inference_function(model: Any) -> Any:
+    """``model(x, training=False)`` as a tf.function, traced once per model (for a mirrored model)."""
+    forward = getattr(model, "_xferbench_inference", None)
+    if forward is None:
+        import tensorflow as tf
+
+        forward = tf.function(lambda xb: model(xb, training=False), reduce_retracing=True)
+        model._xferbench_inference = forward
+    return forward
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How a network trains: ``strategy`` is a ``tf.distribute.MirroredStrategy``, or None for one device."""
+
+    name: str  # "mirrored" or "none"
+    replicas: int
+    strategy: Any = None
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        """Build the model (and anything else holding variables) inside it."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+
+def distribution(name: str) -> Distribution:
+    """``strategy=`` of ``full``/``finetune``: ``mirrored`` mirrors the model on every visible GPU (on every
+    logical CPU device when there is no GPU), ``none`` trains on one device, ``auto`` is mirrored with at
+    least 2 GPUs, else none (as make_image_classifier's ``--distribution_strategy``)."""
+    if name not in STRATEGIES:
+        raise UserError(f"unknown training strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if name == "auto":
+        name = "mirrored" if len(gpus) >= 2 else "none"
+    if name == "none":
+        return Distribution("none", 1)
+    devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    return Distribution("mirrored", strategy.num_replicas_in_sync, strategy)
 
 
 def accuracy_of(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float | None:
@@ -137,8 +188,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                 optimizer: str = "sgd", rebuild: tuple[str, Mapping[str, Any]] | None = None,
                 on_progress: ProgressCallback | None = None,
                 on_epoch: Callable[[int], None] | None = None, resume: bool = False,
-                prologue: Callable[[], Any] | None = None, augment: Callable[[Any], Any] | None = None
-                ) -> TrainingResult:
+                prologue: Callable[[], Any] | None = None, augment: Callable[[Any], Any] | None = None,
+                distribution: Distribution | None = None) -> TrainingResult:
     """Train ``model`` (Keras 3, softmax outputs) on sparse labels with cross-entropy.
 
     Stops after ``epochs`` passes or ``budget_seconds`` of wall time, whichever comes first
@@ -162,6 +213,11 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     ``budget_seconds``) all continue where they were. ``prologue()`` runs first on a fresh start
     only (fine-tuning's linear probe); its time counts as training time. ``augment(batch)``, traced
     into the step, distorts each training batch on the fly (``--augment``; validation is never distorted).
+
+    ``distribution`` (see :func:`distribution`; build ``model`` inside its ``scope()``) trains on several
+    replicas with a ``tf.distribute`` strategy. The global batch stays ``batch_size`` (each replica takes its
+    slice of it) and the loss is the mean over the global batch, so the updates are those of one device up
+    to the order of floating-point sums; batch-norm statistics are computed per replica.
     """
     import keras
     import tensorflow as tf
@@ -183,12 +239,14 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     keras.utils.set_random_seed(seed)
     eval_every = eval_every_steps or checkpoint_every_steps
     x_val, y_val = np.asarray(x_val), np.asarray(y_val, dtype=np.int64)
-    opt = _make_optimizer(optimizer, learning_rate)
-    trainable = list(model.trainable_variables)
-    opt.build(trainable)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    # Shadows start at the initial weights, as tf.train.ExponentialMovingAverage's do.
-    shadows = [tf.Variable(v.value, trainable=False, name=f"ema_{i}") for i, v in enumerate(trainable)]
+    strategy = distribution.strategy if distribution is not None else None
+    with distribution.scope() if distribution is not None else contextlib.nullcontext():
+        opt = _make_optimizer(optimizer, learning_rate)
+        trainable = list(model.trainable_variables)
+        opt.build(trainable)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        # Shadows start at the initial weights, as tf.train.ExponentialMovingAverage's do.
+        shadows = [tf.Variable(v.value, trainable=False, name=f"ema_{i}") for i, v in enumerate(trainable)]
     decay_cap = tf.constant(ema_decay, tf.float32)
 
     if not (hasattr(x_train, "shape") and hasattr(x_train, "dtype")):
@@ -197,10 +255,21 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     signature = [tf.TensorSpec([None, *x_train.shape[1:]], tf.as_dtype(x_train.dtype)),
                  tf.TensorSpec([None], tf.int64)]
 
+    def update_ema() -> None:
+        step_var.assign_add(1)
+        n = tf.cast(step_var, tf.float32)
+        decay = tf.minimum(decay_cap, (1.0 + n) / (10.0 + n))
+        for shadow, var in zip(shadows, trainable, strict=True):
+            shadow.assign_sub((1.0 - decay) * (shadow - tf.cast(var.value, shadow.dtype)))
+
     @tf.function(input_signature=signature)
     def train_step(xb: Any, yb: Any) -> Any:
         if augment is not None:
             xb = augment(xb)
+        if strategy is not None:
+            loss = _mirrored_step(strategy, model, opt, trainable, xb, yb)
+            update_ema()  # cross-replica context: every copy of the shadows gets the same update
+            return loss
         with tf.GradientTape() as tape:
             probs = model(xb, training=True)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, probs))
@@ -208,11 +277,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                 loss += tf.add_n(model.losses)
         grads = tape.gradient(loss, [v.value for v in trainable])
         opt.apply_gradients(zip(grads, trainable, strict=True))
-        step_var.assign_add(1)
-        n = tf.cast(step_var, tf.float32)
-        decay = tf.minimum(decay_cap, (1.0 + n) / (10.0 + n))
-        for shadow, var in zip(shadows, trainable, strict=True):
-            shadow.assign_sub((1.0 - decay) * (shadow - tf.cast(var.value, shadow.dtype)))
+        update_ema()
         return loss
 
     manager = None
@@ -320,6 +385,32 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
                           curve=curve, checkpoint=manager.latest_checkpoint if manager is not None else None,
                           setup_seconds=setup_seconds, resumed_from_step=resumed_from_step,
                           eval_seconds=eval_before + eval_spent)
+
+
+def _mirrored_step(strategy: Any, model: Any, opt: Any, trainable: list[Any], xb: Any, yb: Any) -> Any:
+    """One step on every replica: replica ``r`` takes the ``r``-th slice of the global batch, its loss is
+    its share of the global batch's mean (so the all-reduced gradients are those of the mean)."""
+    import keras
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+    global_size = tf.shape(xb)[0]
+
+    def replica_step(xb: Any, yb: Any) -> Any:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        low, high = global_size * replica // replicas, global_size * (replica + 1) // replicas
+        with tf.GradientTape() as tape:
+            probs = model(xb[low:high], training=True)
+            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yb[low:high], probs))
+            loss /= tf.cast(global_size, loss.dtype)
+            if model.losses:  # every replica adds them and the gradients are summed: its share
+                loss += tf.add_n(model.losses) / replicas
+        grads = tape.gradient(loss, [v.value for v in trainable])
+        opt.apply_gradients(zip(grads, trainable, strict=True))  # Keras all-reduces (sums) across replicas
+        return loss
+
+    losses = strategy.run(replica_step, args=(xb, yb))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
 
 def resumable(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
