@@ -150,6 +150,31 @@ def test_verify_finds_corrupt_records_and_torn_tails_and_fix_rewrites_the_packs(
     assert [reader.get(_key(i)) is not None for i in range(6)] == [True, False, True, True, True, True]
 
 
+def test_a_retry_after_a_killed_writer_writes_no_entry_twice_and_verify_counts_duplicates(tmp_path, capsys):
+    """A writer killed mid-shard leaves whole records and a torn tail; the retry (a new cache opened after
+    the kill) writes only what is missing. A duplicate made by hand shows that the count can see one."""
+    cache_dir, killed = _cache_dir_with(tmp_path, 4, close=False)  # no index: its writer never closed
+    (pack,) = list_packs(killed.folder)
+    with open(pack, "ab") as fh:
+        fh.write(encode_record(bytes.fromhex(_key(4)), _vector(4), int(time.time()))[:30])
+    retry = BottleneckCache(cache_dir / "bottlenecks", "ns", 8)
+    for i in range(8):  # the whole shard again
+        assert retry.put(_key(i), _vector(i))
+        assert retry.put(_key(i), _vector(i))  # and an image that occurs twice in it
+    retry.close()
+    records = sum(len(scan_pack(p).entries) for p in list_packs(killed.folder))
+    assert records == 8
+    assert main(["cache", "stats", "--cache-dir", str(cache_dir)]) == 0
+    assert "8 entries in 1 namespaces" in (out := capsys.readouterr().out) and ", 0 duplicate records" in out
+    main(["cache", "verify", "--cache-dir", str(cache_dir)])
+    assert ", 0 duplicate records" in capsys.readouterr().out
+    PackStore(killed.folder).append(bytes.fromhex(_key(2)), _vector(2))  # a writer that skips no key
+    main(["cache", "stats", "--cache-dir", str(cache_dir)])
+    assert "8 entries in 1 namespaces" in (out := capsys.readouterr().out) and ", 1 duplicate records" in out
+    main(["cache", "verify", "--cache-dir", str(cache_dir)])
+    assert ", 1 duplicate records" in capsys.readouterr().out
+
+
 def test_prune_compacts_old_unused_entries_away_and_keeps_used_ones(tmp_path, capsys, monkeypatch):
     from xferbench import pack_store
 

@@ -111,11 +111,12 @@ def cached_vectors(cache_dir: Path) -> dict[str, bytes]:
         vectors[digest] = vector.tobytes()
     assert cache.corrupt_entries == 0
     cache.close()
-    # The pack store, checked record by record as `xferbench cache verify` does: nothing torn, corrupt or
-    # left half-written. A shard retried after its worker died may append a record again; readers see one.
+    # The pack store, checked record by record as `xferbench cache verify` does: nothing torn, corrupt,
+    # left half-written or duplicated (a shard retried after its worker died skips what that worker wrote):
+    # every key is in exactly one record.
     report = cache_admin.verify(cache_dir)
     assert not report.corrupt and not report.temp_files and not report.torn_packs, report
-    assert report.checked >= len(vectors)
+    assert report.duplicates == 0 and report.checked == len(vectors), report
     return vectors
 
 

@@ -106,15 +106,22 @@ class BottleneckCache:
         return vector, False
 
     def put(self, digest: str, vector: np.ndarray) -> bool:
-        """Store ``vector``; False when the cache cannot take it (counted in ``write_errors``)."""
+        """Store ``vector``; False when the cache cannot take it (counted in ``write_errors``).
+
+        An entry already in the packs this cache read when it was opened (or in its own) is not
+        written again: a retried extraction shard skips what its killed predecessor had written.
+        """
         payload = np.ascontiguousarray(vector, dtype="<f4")
         if payload.size != self.dim:
             raise ValueError(f"vector of width {payload.size}, cache expects {self.dim}")
+        key = bytes.fromhex(digest)
+        if self.store.contains(key, self.dim):
+            return True
         if self.write_error is not None:
             self.write_errors += 1
             return False
         try:
-            self.store.append(bytes.fromhex(digest), payload)
+            self.store.append(key, payload)
         except OSError as exc:
             self.write_error = exc
             self.write_errors += 1

@@ -41,6 +41,9 @@ class Verification:
     damaged_packs: list[Path] = field(default_factory=list)
     #: legacy entry files that are corrupt (what ``--fix`` removes)
     corrupt_files: list[Path] = field(default_factory=list)
+    #: sound pack records of a key that an earlier record of its namespace already holds (readers use one;
+    #: ``prune`` compacts them away)
+    duplicates: int = 0
 
     @property
     def ok(self) -> int:
@@ -97,11 +100,15 @@ def verify(cache_dir: Path) -> Verification:
     now = time.time()
     for namespace in namespaces:
         result.temp_files += _temp_files(namespace)
+        keys: set[bytes] = set()
         for pack in list_packs(namespace):
             try:
                 scan = scan_pack(pack, check=True)
             except OSError:
                 continue
+            for key in scan.entries["key"].tolist():
+                result.duplicates += key in keys
+                keys.add(key)
             result.checked += len(scan.entries) + scan.corrupt
             result.corrupt += [f"{pack}: record {i + 1}" for i in range(scan.corrupt)]
             torn = scan.tail_bytes > 0 and pack_is_idle(pack, now)
@@ -195,7 +202,7 @@ def _verify(cache_dir: Path, fix: bool, stream: TextIO) -> int:
     result = verify(cache_dir)
     print(f"{cache_dir / BOTTLENECKS}: {result.checked} entries checked in {result.namespaces} namespaces, "
           f"{result.ok} ok, {len(result.corrupt)} corrupt, {len(result.temp_files)} temp files, "
-          f"{len(result.torn_packs)} torn pack tails", file=stream)
+          f"{len(result.torn_packs)} torn pack tails, {result.duplicates} duplicate records", file=stream)
     for what in result.corrupt:
         print(f"corrupt: {what}", file=stream)
     for pack in result.torn_packs:
@@ -232,23 +239,27 @@ def _stats(cache_dir: Path, stream: TextIO) -> int:
     from xferbench.pack_store import list_packs, pack_entries
 
     namespaces = _namespaces(cache_dir)
-    total_entries = total_bytes = total_files = 0
+    total_entries = total_bytes = total_files = total_duplicates = 0
     for namespace in namespaces:
         keys: set[bytes] = set()
-        size = files = 0
+        size = files = records = 0
         for pack in list_packs(namespace):
             with contextlib.suppress(OSError):
-                keys.update(bytes(k) for k in pack_entries(pack)["key"].tolist())
+                entries = pack_entries(pack)["key"].tolist()
+                keys.update(bytes(k) for k in entries)
+                records += len(entries)
                 size += pack.stat().st_size
                 files += 1
         packed = len(keys)
+        total_duplicates += records - packed
         legacy = [p.stat().st_size for p, is_temp in _legacy_entries(namespace) if not is_temp and p.suffix == ".bn"]
         entries, size, files = packed + len(legacy), size + sum(legacy), files + len(legacy)
         total_entries, total_bytes, total_files = total_entries + entries, total_bytes + size, total_files + files
         where = f"{packed} in packs, {len(legacy)} in old per-entry files" if legacy else "in packs"
-        print(f"{namespace.name}: {entries} entries ({where}), {_human(size)} in {files} files", file=stream)
+        print(f"{namespace.name}: {entries} entries ({where}), {_human(size)} in {files} files, "
+              f"{records - packed} duplicate records", file=stream)
     print(f"{Path(cache_dir) / BOTTLENECKS}: {total_entries} entries in {len(namespaces)} namespaces, "
-          f"{_human(total_bytes)} in {total_files} files", file=stream)
+          f"{_human(total_bytes)} in {total_files} files, {total_duplicates} duplicate records", file=stream)
     return 0
 
 

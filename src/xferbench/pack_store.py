@@ -311,6 +311,20 @@ class PackStore:
             return vector.copy(), False
         return None, damaged
 
+    def contains(self, key: bytes, dim: int) -> bool:
+        """Whether a sound record of ``key`` (of width ``dim``) is in this store's view (what :meth:`load` read,
+        plus this store's own appends); a use is not logged."""
+        for number, offset, width, _ in self._candidates(key):
+            if width != dim:
+                continue
+            try:
+                blob = self._read(number, offset, record_size(width))
+            except OSError:
+                continue
+            if check_record(blob, key)[0] is not None:
+                return True
+        return False
+
     def get_many(self, keys: list[bytes], dim: int) -> tuple[np.ndarray, np.ndarray, int]:
         """``(vectors [n, dim], found [n], corrupt count)`` for many keys, reading neighbouring records together."""
         n = len(keys)

@@ -143,6 +143,8 @@ class ExtractionWorker:
 
         state = worker(self.spec)
         dataset, backbone = state.dataset(dataset_token), self.backbone
+        # Opened per shard: it reads the packs as they are now, so a shard retried after its worker was
+        # killed skips the entries that worker had written (put() writes no entry twice).
         cache = BottleneckCache(state.runner.context.subdir("bottlenecks"), backbone.cache_namespace(),
                                 backbone.feature_dim) if store else None
         rows = np.full((len(indices), backbone.feature_dim), np.nan, dtype=np.float32)
