@@ -184,6 +184,9 @@ class Method(abc.ABC):
     uses_heads: ClassVar[bool] = False
     #: what the backbone must support (``Backbone.supports(name)``), e.g. ``"full"``; None: any backbone
     requires: ClassVar[str | None] = None
+    #: whether :meth:`run` reads ``context.features()``: under ``--executor ray`` False extracts no bottlenecks
+    #: for its runs (``full`` and ``finetune`` train on ``context.inputs()``)
+    uses_features: ClassVar[bool] = True
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options

@@ -38,6 +38,9 @@ RAY_OPTIONS = (
     Option("shared_cache", str, "auto", "whether every node sees --cache-dir (auto: each actor checks for a file "
                                         "the driver wrote there)", choices=("auto", "yes", "no")),
     Option("max_retries", int, 2, "retries of a run task or an extraction shard whose worker or node died", min=0),
+    Option("keep_workers", bool, False, "keep the actors (TensorFlow imported, backbone loaded) between the sweeps "
+                                        "of one executor object, for programs that run several; they hold their "
+                                        "CPUs until RayExecutor.close()"),
     Option("tf_threads", int, 0, "TensorFlow threads per worker (intra- and inter-op; 0: TensorFlow's default)",
            min=0),
 )

@@ -1,9 +1,11 @@
 """``--executor ray``: a sweep on a Ray cluster, with the same records, in the same order, as ``local``.
 
-The runner's loop hands over each cell; :meth:`RayExecutor.drain` then extracts every cell's
-bottlenecks (a stage of its own, sharded over actors: xferbench.executors.ray_extraction),
-runs each (backbone, dataset, method, head, shots) run as a Ray task with its resource
-requests, and hands the records back to the driver's lifecycle in plan order. Ray is found at
+The runner's loop hands over each cell; :meth:`RayExecutor.drain` then, backbone by backbone,
+extracts its cells' bottlenecks (a stage of its own, sharded over actors that load the backbone
+once: xferbench.executors.ray_extraction), runs each (backbone, dataset, method, head, shots) run
+on those same actors when it asks for their resources (their processes have TensorFlow imported
+and the backbone loaded) or else as a Ray task with its own resource requests, and hands the
+records back to the driver's lifecycle in plan order. Ray is found at
 ``--ray-address``, else ``$RAY_ADDRESS``; with neither, a local Ray is started for the sweep.
 """
 
@@ -42,6 +44,8 @@ class RayExecutor(Executor):
         self._cells: list[_CellWork] = []
         self._nodes: set[str] = set()
         self._workers: set[tuple[str, int]] = set()
+        #: ``keep_workers``: the actor pool kept for the next sweep, by (backbone, CPUs, GPUs, actors)
+        self._kept: dict[tuple[Any, ...], ShardPool] = {}
 
     # -- connection ----------------------------------------------------------------------------
     def __enter__(self) -> RayExecutor:
@@ -64,8 +68,15 @@ class RayExecutor(Executor):
         import ray
 
         if self._connected:  # stops the local Ray that __enter__ started; only disconnects from a cluster
+            self.close()
             ray.shutdown()
             self._connected = False
+
+    def close(self) -> None:
+        """Stop the actors that ``keep_workers`` kept between sweeps."""
+        for pool in self._kept.values():
+            pool.close()
+        self._kept.clear()
 
     def info(self) -> dict[str, Any]:
         import ray
@@ -92,69 +103,141 @@ class RayExecutor(Executor):
             self._cells.append(_CellWork(runs[0].backbone, runs[0].dataset, backbone, dataset, runs))
 
     def drain(self, runner: Any) -> None:
+        """Per backbone: extract its cells' bottlenecks on its actors, then run its runs on the same actors
+        (TensorFlow imported, the backbone loaded) where they ask for the actors' resources; any other run
+        (and a run whose actor died) is a Ray task. Records reach the lifecycle in plan order."""
         import ray
 
         cells, self._cells = self._cells, []
         spec = worker_spec(runner.context, runner.request, runner.output, runner.resuming, self.options)
-        extractions = self._extract(runner, spec, cells)
-        pending: dict[Any, RunRecord] = {}
-        for cell in cells:
-            ref = ray.put(extractions.get((cell.backbone_token, cell.dataset_token)))
-            for record in cell.runs:
-                runner.lifecycle.start(record)
-                cpus, gpus = self._resources(runner, cell.backbone, record)
-                task = ray.remote(run_task).options(num_cpus=cpus, num_gpus=gpus,
-                                                    max_retries=self.options["max_retries"])
-                pending[task.remote(spec, record, ref)] = record
-        with runner.context.progress.task("runs (ray)", total=len(pending), unit="run") as progress:
+        self._tasks: dict[Any, RunRecord] = {}
+        self._on_actors: dict[tuple[str, ...], RunRecord] = {}  # run key -> record, while an actor runs it
+        total = sum(len(cell.runs) for cell in cells)
+        with runner.context.progress.task("runs (ray)", total=total, unit="run") as progress:
+            self._progress = progress
             try:
-                while pending:
-                    (ref,), _ = ray.wait(list(pending), num_returns=1)
-                    record = self._result(runner, ref, pending.pop(ref))
-                    runner.lifecycle.finish(record)
-                    progress.advance(1, status=f"{record.method} {record.backbone} on {record.dataset}: "
-                                               f"{record.status}")
+                for token in dict.fromkeys(cell.backbone_token for cell in cells):
+                    self._backbone_stage(runner, spec, [cell for cell in cells if cell.backbone_token == token])
+                while self._tasks:
+                    (ref,), _ = ray.wait(list(self._tasks), num_returns=1)
+                    self._finish(runner, self._task_result(ref, self._tasks.pop(ref)))
             except KeyboardInterrupt as exc:
                 from xferbench.runner import interrupted
 
-                for ref, record in pending.items():
+                for ref in self._tasks:
                     ray.cancel(ref, force=True)
+                for record in [*self._tasks.values(), *self._on_actors.values()]:
                     runner.lifecycle.finish(interrupted(record, exc, runner.run_dir(record)))
                 runner.lifecycle.flush()
                 raise
 
-    def _result(self, runner: Any, ref: Any, record: RunRecord) -> RunRecord:
+    def _backbone_stage(self, runner: Any, spec: WorkerSpec, cells: list[_CellWork]) -> None:
+        """The extraction stage of one backbone's cells, then their runs (see :meth:`drain`)."""
+        import ray
+
+        wanted = [cell for cell in cells
+                  if any(getattr(runner.plan.methods[r.method][2], "uses_features", True) for r in cell.runs)]
+        if not wanted:
+            for cell in cells:
+                self._submit_tasks(runner, spec, cell, None)
+            return
+        with self.pool(runner.context, spec, cells[0].backbone_token) as pool:
+            extractions = {cell.dataset_token: self.extract(runner.context, pool, cell.backbone, cell.dataset_token,
+                                                            cell.dataset) for cell in wanted}
+            on_actors: list[tuple[RunRecord, Any]] = []
+            for cell in cells:
+                extraction = extractions.get(cell.dataset_token)
+                ref = ray.put(extraction)
+                if extraction is None or not pool.store:  # the actors could not load the backbone
+                    self._submit_tasks(runner, spec, cell, ref)
+                    continue
+                fits = [r for r in cell.runs if self._resources(runner, cell.backbone, r) == pool.resources]
+                self._submit_tasks(runner, spec, cell, ref, [r for r in cell.runs if r not in fits])
+                on_actors += [(record, ref) for record in fits]
+
+            def submit(actor: Any, i: int) -> Any:
+                record, ref = on_actors[i]
+                runner.lifecycle.start(record)
+                self._on_actors[record.key] = record
+                return actor.run.remote(pool.spec, record, ref)
+
+            def done(i: int, result: tuple[RunRecord, tuple[str, int]]) -> None:
+                del self._on_actors[on_actors[i][0].key]
+                self._finish(runner, self._checked(result))
+
+            def lost(i: int, exc: Exception) -> None:
+                record, ref = on_actors[i]
+                del self._on_actors[record.key]
+                if isinstance(exc, ray.exceptions.RayTaskError):  # run_task records plugin errors: a bug of ours
+                    self._finish(runner, record.update(status="error", error=one_line(exc.cause)[:300]))
+                elif self.options["max_retries"] == 0:
+                    self._finish(runner, self._died(record, exc))
+                else:  # its actor died: the retries are Ray's, as a task
+                    self._submit_task(spec, runner, record, ref, cells[0].backbone,
+                                      retries=self.options["max_retries"] - 1)
+
+            if on_actors:
+                pool.run_all(len(on_actors), submit, done, lost)
+
+    def _submit_tasks(self, runner: Any, spec: WorkerSpec, cell: _CellWork, ref: Any,
+                      runs: list[RunRecord] | None = None) -> None:
+        import ray
+
+        if ref is None:
+            ref = ray.put(None)
+        for record in cell.runs if runs is None else runs:
+            runner.lifecycle.start(record)
+            self._submit_task(spec, runner, record, ref, cell.backbone, retries=self.options["max_retries"])
+
+    def _submit_task(self, spec: WorkerSpec, runner: Any, record: RunRecord, ref: Any, backbone: Any,
+                     retries: int) -> None:
+        import ray
+
+        cpus, gpus = self._resources(runner, backbone, record)
+        task = ray.remote(run_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries)
+        self._tasks[task.remote(spec, record, ref)] = record
+
+    def _finish(self, runner: Any, record: RunRecord) -> None:
+        if record.status == "error":
+            runner.log_error(f"{record.method} {record.backbone} on {record.dataset}: {record.error}")
+        runner.lifecycle.finish(record)
+        self._progress.advance(1, status=f"{record.method} {record.backbone} on {record.dataset}: {record.status}")
+
+    def _checked(self, result: tuple[RunRecord, tuple[str, int]]) -> RunRecord:
+        record, where = result
+        self._used(where)
+        return record
+
+    def _died(self, record: RunRecord, exc: Exception, attempts: int | None = None) -> RunRecord:
+        attempts = attempts or self.options["max_retries"] + 1
+        return record.update(status="error", error=f"the Ray worker running it died ({attempts} attempts): "
+                                                   f"{one_line(exc)[:300]}")
+
+    def _task_result(self, ref: Any, record: RunRecord) -> RunRecord:
         import ray
 
         try:
-            result, where = ray.get(ref)
+            return self._checked(ray.get(ref))
         except ray.exceptions.RayError as exc:  # its worker or node died, every retry too
-            attempts = self.options["max_retries"] + 1
-            return record.update(status="error", error=f"the Ray worker running it died ({attempts} attempts): "
-                                                       f"{one_line(exc)[:300]}")
-        self._used(where)
-        if result.status == "error":
-            runner.log_error(f"{result.method} {result.backbone} on {result.dataset}: {result.error}")
-        return result
-
-    def _extract(self, runner: Any, spec: WorkerSpec, cells: list[_CellWork]) -> dict[tuple[str, str], Any]:
-        """The extraction stage: the bottlenecks of each cell some of whose runs read them; one actor pool
-        per backbone serves all its datasets (each actor loads the backbone once)."""
-        wanted = [cell for cell in cells
-                  if any(getattr(runner.plan.methods[r.method][2], "uses_features", True) for r in cell.runs)]
-        extractions: dict[tuple[str, str], Any] = {}
-        for token in dict.fromkeys(cell.backbone_token for cell in wanted):
-            with self.pool(runner.context, spec, token) as pool:
-                for cell in (cell for cell in wanted if cell.backbone_token == token):
-                    extractions[(token, cell.dataset_token)] = self.extract(runner.context, pool, cell.backbone,
-                                                                            cell.dataset_token, cell.dataset)
-        return extractions
+            return self._died(record, exc)
 
     def pool(self, context: Any, spec: WorkerSpec, backbone_token: str) -> ShardPool:
-        """Extraction actors of one backbone (a context manager: they are stopped on exit)."""
+        """Extraction actors of one backbone (a context manager: they are stopped on exit, unless
+        ``keep_workers`` keeps them for this executor's next sweep; then :meth:`close` stops them)."""
         gpus = 1.0 if cluster_gpus() else 0.0
-        return ShardPool(spec, backbone_token, self.options, gpus, self._extract_workers(gpus),
-                         context.subdir("bottlenecks"), self._used)
+        workers = self._extract_workers(gpus)
+        key = (backbone_token, self.options["cpus_per_extract_worker"], gpus, workers)
+        for other in [k for k in self._kept if k != key]:  # idle actors of another backbone hold CPUs: free them
+            self._kept.pop(other).close()
+        pool = self._kept.get(key)
+        if pool is not None and pool.store:
+            pool.rebind(spec, context.subdir("bottlenecks"))
+            return pool
+        pool = ShardPool(spec, backbone_token, self.options, gpus, workers, context.subdir("bottlenecks"), self._used)
+        if self.options["keep_workers"]:
+            pool.kept = True
+            self._kept[key] = pool
+        return pool
 
     def extract(self, context: Any, pool: ShardPool, backbone: Any, dataset_token: str, dataset: Any) -> Any:
         """One dataset's bottlenecks on the cluster; None when it cannot be done there (the runs say why)."""

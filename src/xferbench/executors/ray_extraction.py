@@ -41,25 +41,51 @@ class ShardPool:
         import ray
 
         self.spec, self.token, self.options, self.workers, self.used = spec, backbone_token, options, workers, used
+        self.gpus = gpus
         self.remote = ray.remote(ExtractionWorker).options(
             num_cpus=options["cpus_per_extract_worker"], num_gpus=gpus, max_restarts=0, max_task_retries=0)
-        self.probe = cache_root / f".ray-probe-{uuid.uuid4().hex}"
-        self.probe.write_text("the Ray executor's driver wrote this; a worker that sees it writes to this cache\n")
+        self.probe = self._write_probe(cache_root)
         self.starting: dict[Any, Any] = {}  # ready() ref -> actor
         self.idle: list[Any] = []
         self.store: dict[Any, bool] = {}
         self.started = 0
+        #: whether leaving the ``with`` block keeps the actors for the next sweep (``keep_workers``)
+        self.kept = False
+
+    @staticmethod
+    def _write_probe(cache_root: Path) -> Path:
+        probe = cache_root / f".ray-probe-{uuid.uuid4().hex}"
+        probe.write_text("the Ray executor's driver wrote this; a worker that sees it writes to this cache\n")
+        return probe
 
     def __enter__(self) -> ShardPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.kept or exc[0] is not None:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the actors."""
         import ray
 
         for actor in [*self.starting.values(), *self.idle, *self.store]:
             ray.kill(actor, no_restart=True)
         self.starting, self.idle, self.store = {}, [], {}
         self.probe.unlink(missing_ok=True)
+
+    def rebind(self, spec: WorkerSpec, cache_root: Path) -> None:
+        """Serve another sweep with the same actors: its components, and whether they see its cache."""
+        import ray
+
+        self.spec, self.started = spec, 0
+        self.probe.unlink(missing_ok=True)
+        self.probe = self._write_probe(cache_root)
+        actors = list(self.store)
+        answers = ray.get([actor.ready.remote(str(self.probe)) for actor in actors])
+        shared = self.options["shared_cache"]
+        for actor, (_, sees_cache, _) in zip(actors, answers, strict=True):
+            self.store[actor] = sees_cache if shared == "auto" else shared == "yes"
 
     def _start(self) -> None:
         # Replacements are bounded, so an actor that dies at every start cannot loop forever.
@@ -85,18 +111,56 @@ class ShardPool:
         self.idle.append(actor)
         self.used(where)
 
+    def warm(self) -> None:
+        """Start the pool's actors and wait until each has loaded the backbone (before a clock, in benchmarks)."""
+        import ray
+
+        while len(self.store) + len(self.starting) < self.workers:
+            self._start()
+        while self.starting:
+            (ref,), _ = ray.wait(list(self.starting), num_returns=1)
+            self._ready(ref)
+
     def map(self, dataset_token: str, shards: list[Shard], on_done: Callable[[int, ShardResult], None]) -> None:
         """Extract every shard, calling ``on_done(i, result)`` as each finishes."""
         import ray
 
-        while len(self.store) + len(self.starting) < min(self.workers, len(shards)):
+        attempts = [0] * len(shards)
+
+        def died(i: int) -> bool:  # the actor's process or node died: the shard goes to another
+            attempts[i] += 1
+            return attempts[i] <= self.options["max_retries"]
+
+        def failed(i: int, exc: Exception) -> None:
+            if isinstance(exc, ray.exceptions.RayTaskError):  # the backbone raised: no retry helps
+                raise ExtractionUnavailable(str(exc.cause)) from None
+            raise exc
+
+        self._dispatch(len(shards),
+                       lambda actor, i: actor.extract.remote(self.spec, dataset_token, *shards[i], self.store[actor]),
+                       lambda i, result: on_done(i, result), died, failed)
+
+    def run_all(self, calls: int, submit: Callable[[Any, int], Any], on_done: Callable[[int, Any], None],
+                on_lost: Callable[[int, Exception], None]) -> None:
+        """Runs on the pool's actors (TensorFlow imported, the backbone loaded): ``submit(actor, i)`` starts
+        call ``i``, ``on_done(i, result)`` takes its result; a call whose actor died (or that raised) goes to
+        ``on_lost(i, error)`` and its actor is replaced."""
+        self._dispatch(calls, submit, on_done, lambda i: False, on_lost)
+
+    def _dispatch(self, count: int, submit: Callable[[Any, int], Any], on_done: Callable[[int, Any], None],
+                  retry: Callable[[int], bool], failed: Callable[[int, Exception], None]) -> None:
+        """Hand ``count`` calls to whichever actor is free; a call whose actor died is requeued while
+        ``retry(i)`` says so, else handed to ``failed(i, error)`` (so is one that raised)."""
+        import ray
+
+        while len(self.store) + len(self.starting) < min(self.workers, count):
             self._start()
-        queue, attempts = deque(range(len(shards))), [0] * len(shards)
+        queue: deque[int] = deque(range(count))
         inflight: dict[Any, tuple[Any, int]] = {}
         while queue or inflight:
             while self.idle and queue:
                 actor, i = self.idle.pop(), queue.popleft()
-                inflight[actor.extract.remote(dataset_token, *shards[i], self.store[actor])] = (actor, i)
+                inflight[submit(actor, i)] = (actor, i)
             waiting = [*inflight, *self.starting]
             if not waiting:
                 raise ExtractionUnavailable(f"no extraction worker of {self.token} could be started on the cluster")
@@ -107,20 +171,27 @@ class ShardPool:
             actor, i = inflight.pop(ref)
             try:
                 result = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:  # the backbone raised: no retry helps
-                raise ExtractionUnavailable(str(exc.cause)) from None
-            except ray.exceptions.RayError:  # the actor's process or node died: the shard goes to another
-                attempts[i] += 1
-                if attempts[i] > self.options["max_retries"]:
-                    raise
-                queue.appendleft(i)
+            except ray.exceptions.RayTaskError as exc:
+                self.idle.append(actor)
+                failed(i, exc)
+                continue
+            except ray.exceptions.RayError as exc:
                 del self.store[actor]
                 ray.kill(actor, no_restart=True)
                 self._start()
+                if retry(i):
+                    queue.appendleft(i)
+                else:
+                    failed(i, exc)
                 continue
             self.idle.append(actor)
-            self.used(result.worker)
+            self.used(result.worker if isinstance(result, ShardResult) else result[1])
             on_done(i, result)
+
+    @property
+    def resources(self) -> tuple[float, float]:
+        """CPUs and GPUs each actor holds."""
+        return float(self.options["cpus_per_extract_worker"]), float(self.gpus)
 
 
 def shard(misses: list[int], digests: list[str], batch_size: int, workers: int, shard_images: int) -> list[Shard]:

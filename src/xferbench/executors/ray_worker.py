@@ -125,11 +125,10 @@ class ExtractionWorker:
     """An actor that loads one backbone once and extracts shards of datasets with it (wrapped by ray.remote)."""
 
     def __init__(self, spec: WorkerSpec, backbone_token: str) -> None:
-        self.spec = spec
         self.token = backbone_token
         self.error: str | None = None
         try:
-            self.backbone = worker(spec).backbone(backbone_token)
+            worker(spec).backbone(backbone_token)
         except Exception as exc:  # the driver falls back to extracting in the run tasks, which records it
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -137,12 +136,18 @@ class ExtractionWorker:
         """The backbone's load error (or None), whether this node sees ``probe`` in the cache, and where it is."""
         return self.error, probe is not None and Path(probe).is_file(), where()
 
-    def extract(self, dataset_token: str, indices: list[int], digests: list[str], store: bool) -> ShardResult:
+    def run(self, spec: WorkerSpec, record: RunRecord, extraction: Any) -> tuple[RunRecord, tuple[str, int]]:
+        """One run of ``spec``'s sweep in this actor, whose process has TensorFlow imported and the backbone
+        loaded (the same sweep's backbone object; a later sweep's is built once, as in a run task)."""
+        return run_task(spec, record, extraction)
+
+    def extract(self, spec: WorkerSpec, dataset_token: str, indices: list[int], digests: list[str],
+                store: bool) -> ShardResult:
         """Read and extract ``indices`` in batches as local extraction batches them; with ``store``, cache them."""
         from xferbench.bottleneck_cache import BottleneckCache
 
-        state = worker(self.spec)
-        dataset, backbone = state.dataset(dataset_token), self.backbone
+        state = worker(spec)
+        dataset, backbone = state.dataset(dataset_token), state.backbone(self.token)
         # Opened per shard: it reads the packs as they are now, so a shard retried after its worker was
         # killed skips the entries that worker had written (put() writes no entry twice).
         cache = BottleneckCache(state.runner.context.subdir("bottlenecks"), backbone.cache_namespace(),
