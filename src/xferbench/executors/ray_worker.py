@@ -9,6 +9,7 @@ extraction stage through the object store.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -73,8 +74,11 @@ def worker(spec: WorkerSpec) -> _Worker:
         if spec.tf_threads:
             import tensorflow as tf
 
-            tf.config.threading.set_intra_op_parallelism_threads(spec.tf_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(spec.tf_threads)
+            threading = tf.config.threading
+            # A process that served an earlier sweep (keep_workers) has TensorFlow running: keep its setting.
+            with contextlib.suppress(RuntimeError):
+                threading.set_intra_op_parallelism_threads(spec.tf_threads)
+                threading.set_inter_op_parallelism_threads(spec.tf_threads)
         extra = [(name, importlib.import_module(module)) for name, module in spec.plugin_modules]
         catalog = load_catalog(blocked=spec.blocked, extra_plugins=extra)
         context = RunContext(catalog=catalog, cache_dir=spec.cache_dir, seed=spec.seed, weights=spec.weights,
@@ -155,15 +159,19 @@ class ExtractionWorker:
         rows = np.full((len(indices), backbone.feature_dim), np.nan, dtype=np.float32)
         forward = 0.0
         batch = backbone.extract_batch_size
-        for start in range(0, len(indices), batch):
-            images = [dataset.read(dataset.examples[i]) for i in indices[start:start + batch]]
-            before = backbone.network_seconds
-            out = np.asarray(backbone.extract(images), dtype=np.float32)
-            forward += (backbone.network_seconds - before) or 0.0
-            rows[start:start + len(images)] = out
-            if cache is not None:
-                for digest, row in zip(digests[start:start + batch], out, strict=True):
-                    if not np.isnan(row).any():
-                        cache.put(digest, row)
+        try:
+            for start in range(0, len(indices), batch):
+                images = [dataset.read(dataset.examples[i]) for i in indices[start:start + batch]]
+                before = backbone.network_seconds
+                out = np.asarray(backbone.extract(images), dtype=np.float32)
+                forward += (backbone.network_seconds - before) or 0.0
+                rows[start:start + len(images)] = out
+                if cache is not None:
+                    for digest, row in zip(digests[start:start + batch], out, strict=True):
+                        if not np.isnan(row).any():
+                            cache.put(digest, row)
+        finally:
+            if cache is not None:  # the shard's pack gets its index (readers need not scan it) and its fd closed
+                cache.close()
         return ShardResult(rows, cache is not None, forward,
                            cache.write_errors if cache is not None else 0, where())
