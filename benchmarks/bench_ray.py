@@ -1,11 +1,15 @@
 """``--executor ray`` against ``local``: the overhead of Ray on one machine, and extraction scaling over nodes.
 
 * Overhead: a sweep of 8 small cells (lenet5 on 8 class subsets of digits, transfer with a
-  logreg head), on a one-node Ray (started before the clock) against the local executor, side by side.
-  Wall-time ratio at most 1.25.
+  logreg head), on a one-node Ray (started, and its actors warmed by a warm-up sweep, before the
+  clock) against the local executor (TensorFlow imported and the same warm-up sweep run before the
+  clock), side by side. Wall-time ratio at most 1.25.
 * Scaling: extraction of 2,000 images (the 500 real flower photos, each under 4 names) with
   MobileNet alpha 0.25 at 224 px on a local Ray cluster of 2 nodes of 1 CPU against 1 node of 1 CPU,
-  TensorFlow limited to one thread per worker in both; cold caches. Speed-up at least 1.6x.
+  TensorFlow limited to one thread per worker in both; cold caches; the clock starts once the
+  actors are up on both sides. Speed-up at least 1.6x.
+
+Both also report the figure with the actors' start-up inside the clock (what one CLI call pays).
 """
 
 from __future__ import annotations
@@ -48,8 +52,10 @@ def test_ray_overhead_on_one_machine(benchmark, tmp_path):
     """Steady state: Ray started and its actors warm (TensorFlow imported, lenet5 loaded by a warm-up sweep)
     before the clock, as the local side has TensorFlow imported and ran the same warm-up sweep. Inside both
     clocks: the whole measured sweep (datasets read, backbone prepared for the sweep, every image hashed and
-    extracted into an empty bottleneck cache, 8 logreg heads trained, results written). Reported too, not
-    held to the floor: a Ray sweep that starts its actors inside the clock (what one CLI call pays)."""
+    extracted into an empty bottleneck cache, 8 logreg heads trained, results written). The local sweep runs
+    twice (before and after the Ray sweeps; the load of this shared machine drifts) and the faster one is the
+    baseline. Reported too, not held to the floor: a Ray sweep that starts its actors inside the clock (what
+    one CLI call pays)."""
     from xferbench.cli import import_tensorflow_quietly
     from xferbench.executors import make_executor
 
@@ -83,13 +89,14 @@ def test_ray_overhead_on_one_machine(benchmark, tmp_path):
     ray_seconds = benchmark.stats.stats.mean
     assert [r["test_accuracy"] for r in on_ray["runs"]] == [r["test_accuracy"] for r in local["runs"]]
     assert [r["test_accuracy"] for r in cold["runs"]] == [r["test_accuracy"] for r in local["runs"]]
-    local_mean = sum(local_seconds) / len(local_seconds)
-    ratio, cold_ratio = ray_seconds / local_mean, cold_seconds / local_mean
+    # The faster local sweep is the baseline: the ratio is the least favourable to Ray.
+    local_best = min(local_seconds)
+    ratio, cold_ratio = ray_seconds / local_best, cold_seconds / local_best
     benchmark.extra_info.update(local_seconds=local_seconds, ray_seconds=ray_seconds, ratio=ratio,
                                 ray_with_startup_seconds=cold_seconds, ratio_with_startup=cold_ratio)
-    print(f"\nray overhead: 8 cells local {local_seconds[0]:.1f} s and {local_seconds[1]:.1f} s (mean "
-          f"{local_mean:.1f} s), ray with warm actors {ray_seconds:.1f} s: ratio {ratio:.2f}; ray starting its "
-          f"actors in the clock {cold_seconds:.1f} s: ratio {cold_ratio:.2f}")
+    print(f"\nray overhead: 8 cells local {local_seconds[0]:.1f} s and {local_seconds[1]:.1f} s (baseline: the "
+          f"faster), ray with warm actors {ray_seconds:.1f} s: ratio {ratio:.2f}; ray starting its actors in the "
+          f"clock {cold_seconds:.1f} s: ratio {cold_ratio:.2f}")
     assert ratio <= 1.25
 
 
