@@ -147,6 +147,23 @@ def test_without_a_shared_cache_the_driver_caches_what_the_workers_return(cluste
     assert cached_vectors(tmp_path / "cache") == cached_vectors(local["folder"] / "cache")
 
 
+def test_an_executor_that_keeps_its_workers_serves_the_next_sweep_with_them(cluster, local, tmp_path):
+    """``keep_workers``: the second sweep (another cache) runs on the first sweep's actors, and writes into its own
+    cache; ``close()`` frees their CPUs for the rest of the module."""
+    executor = ray_executor(keep_workers="true")
+    try:
+        first = sweep(tmp_path / "first", executor, methods=["transfer"])
+        second = sweep(tmp_path / "second", executor, methods=["transfer"])
+    finally:
+        executor.close()
+    transfer = {"runs": [r for r in local["document"]["runs"] if r["method"] == "transfer"]}
+    same_results(first, transfer)
+    same_results(second, transfer)
+    # workers_used counts the executor's worker processes so far: the second sweep started none
+    assert second["executor"]["workers_used"] == first["executor"]["workers_used"] >= 1
+    assert cached_vectors(tmp_path / "second" / "cache") == cached_vectors(local["folder"] / "cache")
+
+
 def held_sweep(tmp_path: Path, stop_the_holder) -> dict:
     """The sweep with its second extraction batch held; ``stop_the_holder(pid, node_id)``, then released."""
     hold = tmp_path / "hold"

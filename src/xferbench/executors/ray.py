@@ -155,6 +155,8 @@ class RayExecutor(Executor):
                 self._submit_tasks(runner, spec, cell, ref, [r for r in cell.runs if r not in fits])
                 on_actors += [(record, ref) for record in fits]
 
+            handled: set[int] = set()
+
             def submit(actor: Any, i: int) -> Any:
                 record, ref = on_actors[i]
                 runner.lifecycle.start(record)
@@ -162,10 +164,12 @@ class RayExecutor(Executor):
                 return actor.run.remote(pool.spec, record, ref)
 
             def done(i: int, result: tuple[RunRecord, tuple[str, int]]) -> None:
+                handled.add(i)
                 del self._on_actors[on_actors[i][0].key]
                 self._finish(runner, self._checked(result))
 
             def lost(i: int, exc: Exception) -> None:
+                handled.add(i)
                 record, ref = on_actors[i]
                 del self._on_actors[record.key]
                 if isinstance(exc, ray.exceptions.RayTaskError):  # run_task records plugin errors: a bug of ours
@@ -177,7 +181,14 @@ class RayExecutor(Executor):
                                       retries=self.options["max_retries"] - 1)
 
             if on_actors:
-                pool.run_all(len(on_actors), submit, done, lost)
+                try:
+                    pool.run_all(len(on_actors), submit, done, lost)
+                except ExtractionUnavailable:  # no actor is left, nor may one be started: the rest as tasks
+                    for i, (record, ref) in enumerate(on_actors):
+                        if i not in handled:
+                            runner.lifecycle.start(record)
+                            self._submit_task(spec, runner, record, ref, cells[0].backbone,
+                                              retries=self.options["max_retries"])
 
     def _submit_tasks(self, runner: Any, spec: WorkerSpec, cell: _CellWork, ref: Any,
                       runs: list[RunRecord] | None = None) -> None:
