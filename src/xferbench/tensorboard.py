@@ -1,7 +1,9 @@
 """``xferbench run --tensorboard DIR``: each finished run as a TensorBoard run, written with ``tf.summary``.
 
-One subfolder per run (named like its run folder) holds its validation curve (``curve/val_accuracy``
-per training step, ``curve/seconds`` beside it), the final ``test/accuracy``, the extraction figures
+One subfolder per run (named like its run folder) holds its training curves: ``curve/loss`` and
+``curve/train_accuracy`` at the steps of the record's ``train_curve`` (window means, at most 200 points),
+``curve/val_accuracy`` at each validation evaluation of ``curve`` (``curve/seconds`` beside it); the
+final ``test/accuracy``, the extraction figures
 (``extract/images_per_second``, ``extract/network_images_per_second``, ``extract/mfu``) and one HParams
 record (backbone, dataset, method, head, shots, seed), so runs line up in the HParams dashboard.
 A lifecycle-hook consumer, registered for the sweep like the reporters.
@@ -25,6 +27,11 @@ def run_name(run: RunRecord) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{run.method}-{run.backbone}-{run.dataset}{head}-{run.shots}")
 
 
+def last_training_step(run: RunRecord) -> int:
+    """The step the run's final figures (test accuracy, throughput) are written at: its last curve point."""
+    return max((int(p["step"]) for p in [*run.curve, *run.train_curve]), default=0)
+
+
 def write_run(folder: Path, run: RunRecord, seed: int) -> Path:
     """Write one finished run's event file under ``folder/<run name>``; returns that folder."""
     import tensorflow as tf
@@ -36,12 +43,14 @@ def write_run(folder: Path, run: RunRecord, seed: int) -> Path:
         with writer.as_default():
             hp.hparams({**{name: str(getattr(run, name)) for name in HPARAMS if name != "seed"}, "seed": seed},
                        trial_id=run_name(run))
-            last_step = 0
+            for point in run.train_curve:
+                tf.summary.scalar("curve/loss", point["loss"], step=int(point["step"]))
+                tf.summary.scalar("curve/train_accuracy", point["train_accuracy"], step=int(point["step"]))
+            last_step = last_training_step(run)
             for point in run.curve:
-                last_step = int(point["step"])
                 if point.get("val_accuracy") is not None:
-                    tf.summary.scalar("curve/val_accuracy", point["val_accuracy"], step=last_step)
-                tf.summary.scalar("curve/seconds", point["seconds"], step=last_step)
+                    tf.summary.scalar("curve/val_accuracy", point["val_accuracy"], step=int(point["step"]))
+                tf.summary.scalar("curve/seconds", point["seconds"], step=int(point["step"]))
             for tag, value in (("test/accuracy", run.test_accuracy),
                                ("extract/images_per_second", run.extract_images_per_second),
                                ("extract/network_images_per_second", run.extract_forward_images_per_second),

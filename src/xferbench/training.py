@@ -25,6 +25,7 @@ import numpy as np
 from xferbench.errors import UserError
 from xferbench.head import ProgressCallback
 from xferbench.run_folder import RunFolder
+from xferbench.step_curve import StepCurve
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -43,6 +44,8 @@ class TrainingResult:
     val_accuracy: float | None  # of the EMA weights at the last step
     #: time-to-accuracy: ``{"step", "seconds", "val_accuracy"}`` at every evaluation (EMA weights)
     curve: list[dict[str, Any]] = field(default_factory=list)
+    #: the training batches' loss and accuracy: ``{"step", "loss", "train_accuracy"}``, at most 200 windows
+    train_curve: list[dict[str, Any]] = field(default_factory=list)
     #: the checkpoint step training went on from (``resume=True``), else None
     resumed_from_step: int | None = None
     checkpoint: str | None = None  # path prefix of the final checkpoint
@@ -203,9 +206,10 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
             xb = augment(xb)
         with tf.GradientTape() as tape:
             probs = model(xb, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, probs))
-            if model.losses:  # kernel regularisers and the like
-                loss += tf.add_n(model.losses)
+            cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, probs))
+            loss = cross_entropy + tf.add_n(model.losses) if model.losses else cross_entropy  # kernel regularisers
+        # the train curve: the batch as this step saw it (training mode, the weights before the update)
+        correct = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int64), yb), tf.float32)
         grads = tape.gradient(loss, [v.value for v in trainable])
         opt.apply_gradients(zip(grads, trainable, strict=True))
         step_var.assign_add(1)
@@ -213,7 +217,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         decay = tf.minimum(decay_cap, (1.0 + n) / (10.0 + n))
         for shadow, var in zip(shadows, trainable, strict=True):
             shadow.assign_sub((1.0 - decay) * (shadow - tf.cast(var.value, shadow.dtype)))
-        return loss
+        return tf.cast(cross_entropy, tf.float32), tf.reduce_mean(correct)
 
     manager = None
     status: dict[str, Any] = {}
@@ -248,6 +252,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     def clock() -> float:
         return time.perf_counter() - started - eval_spent
     curve: list[dict[str, Any]] = list(previous.get("curve", [])) if previous else []
+    steps_seen = StepCurve.from_state(previous.get("train_curve_state") if previous else None)
     step = int(step_var.numpy())
     resumed_from_step = step if previous else None
     last_ckpt = step if previous else -1
@@ -278,6 +283,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         # The checkpoint is on disk before the status can say done: an evaluator relies on that order.
         status.update(step=step, done=done, epochs=round(step / steps_per_epoch, 4), val_accuracy=val_acc,
                       seconds=round(clock(), 4), stopped_by=stopped_by if done else None, curve=curve,
+                      train_curve_state=steps_seen.state(),
                       eval_seconds=round(eval_before + eval_spent, 4))
         folder.write_status(status)
 
@@ -291,8 +297,9 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         order = rng.permutation(n_train)
         for start in range(skip * batch_size, n_train, batch_size):
             idx = np.sort(order[start:start + batch_size])  # sorted: faster gathers, same batch
-            train_step(tf.constant(x_train[idx]), tf.constant(y_train[idx]))
+            batch_loss, batch_accuracy = train_step(tf.constant(x_train[idx]), tf.constant(y_train[idx]))
             step += 1
+            steps_seen.add(step, float(batch_loss), float(batch_accuracy))
             if step % eval_every == 0 or (eval_interval is not None and clock() - (curve[-1]["seconds"] if curve
                                                                                    else 0.0) >= eval_interval):
                 evaluate()
@@ -317,7 +324,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         var.assign(shadow)
     return TrainingResult(model=model, steps=step, epochs=round(step / steps_per_epoch, 4),
                           seconds=clock(), stopped_by=stopped_by, val_accuracy=val_acc,
-                          curve=curve, checkpoint=manager.latest_checkpoint if manager is not None else None,
+                          curve=curve, train_curve=steps_seen.points(),
+                          checkpoint=manager.latest_checkpoint if manager is not None else None,
                           setup_seconds=setup_seconds, resumed_from_step=resumed_from_step,
                           eval_seconds=eval_before + eval_spent)
 
