@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -11,8 +12,9 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 
+from support.procs import Child  # noqa: E402
 from xferbench.record import RunRecord  # noqa: E402
-from xferbench.tensorboard import run_name  # noqa: E402
+from xferbench.tensorboard import WATCH_TAG, run_name  # noqa: E402
 
 
 def _scalars(accumulator: EventAccumulator, tag: str) -> list[tuple[int, float]]:
@@ -94,6 +96,58 @@ def test_full_training_writes_loss_and_accuracy_per_step(cli, tmp_path):
     accumulator = _accumulator(tmp_path / "tb" / run_name(RunRecord.from_dict(run)))
     _assert_curves_and_results_match(accumulator, run)
     assert _hparams(accumulator)["method"] == "full"
+    # evaluate --watch writes into the same TensorBoard run: the final checkpoint holds the final EMA weights
+    watched = cli("evaluate", "--watch", run["run_dir"], "--until-done", "--interval", "0.1", "--tensorboard", "tb")
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    printed = _printed(watched.stdout)
+    assert [step for step, _ in printed] == [steps]
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == [run_name(RunRecord.from_dict(run))]
+    accumulator = _accumulator(tmp_path / "tb" / run_name(RunRecord.from_dict(run)))
+    assert _scalars(accumulator, WATCH_TAG) == [(steps, pytest.approx(printed[0][1], abs=5e-5))]
+    assert _scalars(accumulator, WATCH_TAG)[0][1] == pytest.approx(run["val_accuracy"], abs=1.5 / run["n_val"])
+    assert "curve/loss" in accumulator.Tags()["tensors"]  # the training run's events are still there
+
+
+def _printed(stdout: str) -> list[tuple[int, float]]:
+    """``(step, accuracy)`` of each ``After <step> training steps, validation accuracy = <acc>`` line."""
+    return [(int(line.split()[1]), float(line.rsplit("=", 1)[1])) for line in stdout.splitlines()
+            if line.startswith("After ")]
+
+
+WATCHER = [sys.executable, "-m", "xferbench.cli", "evaluate", "--interval", "0.05", "--until-done"]
+
+
+@pytest.mark.slow
+def test_watcher_writes_each_checkpoints_accuracy_as_training_goes_on(tmp_path):
+    """Training waits after each epoch's checkpoint until the watcher has printed it: it sees every one."""
+    import keras
+    import numpy as np
+
+    from xferbench import training
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(420, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(4, activation="softmax")])
+    run_dir = tmp_path / "runs" / "full-tiny-quadrants-all"
+    run_dir.mkdir(parents=True)
+    command = [*WATCHER, "--watch", str(run_dir), "--tensorboard", str(tmp_path / "tb")]
+    with Child(command, log_dir=tmp_path / "watcher") as watcher:
+        def held_until_watched(epoch: int) -> None:  # the epoch's checkpoint is on disk
+            watcher.wait_for_output(f"After {10 * epoch} training steps,")
+
+        result = training.train_model(model, x[:320], y[:320], x[320:], y[320:], epochs=3, budget_seconds=None,
+                                      batch_size=32, learning_rate=0.05, seed=0, run_dir=run_dir,
+                                      checkpoint_every_steps=10, on_epoch=held_until_watched)
+        assert watcher.wait(timeout=120) == 0, watcher.stderr()[-3000:]
+        printed = _printed(watcher.stdout())
+    assert [step for step, _ in printed] == [10, 20, 30] == [10 * (i + 1) for i in range(3)]
+    assert result.steps == 30
+    accumulator = _accumulator(tmp_path / "tb" / run_dir.name)
+    assert _scalars(accumulator, WATCH_TAG) == [(step, pytest.approx(acc, abs=5e-5)) for step, acc in printed]
+    assert printed[-1][1] == pytest.approx(result.val_accuracy, abs=1.5 / 100)
 
 
 def test_step_curves_keep_at_most_max_points_of_equal_windows_and_resume_where_they_were():

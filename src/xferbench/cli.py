@@ -179,6 +179,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
     evaluate.add_argument("--until-done", action="store_true", help="stop after the final checkpoint")
+    evaluate.add_argument("--tensorboard", type=Path, metavar="DIR",
+                          help="also write each checkpoint's validation accuracy into the run's TensorBoard run "
+                               "(the DIR given to run --tensorboard)")
     from xferbench import cache_admin
 
     cache_admin.add_parser(sub, common)
@@ -404,7 +407,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from xferbench.evaluate import watch
 
         import_tensorflow_quietly()
-        watch(args.watch, interval=args.interval, until_done=args.until_done)
+        watch(args.watch, interval=args.interval, until_done=args.until_done, tensorboard=args.tensorboard)
         return 0
     if args.command == "machine":
         from xferbench.paths import default_cache_dir

@@ -7,6 +7,10 @@ final ``test/accuracy``, the extraction figures
 (``extract/images_per_second``, ``extract/network_images_per_second``, ``extract/mfu``) and one HParams
 record (backbone, dataset, method, head, shots, seed), so runs line up in the HParams dashboard.
 A lifecycle-hook consumer, registered for the sweep like the reporters.
+
+``xferbench evaluate --watch RUN_DIR --tensorboard DIR`` adds the watcher's validation accuracy of each
+checkpoint (``evaluate/val_accuracy`` at the checkpoint's step) to the same TensorBoard run: the run folders
+of a sweep are named like :func:`run_name`, so ``DIR/<name of RUN_DIR>`` is the training run's.
 """
 
 from __future__ import annotations
@@ -61,6 +65,35 @@ def write_run(folder: Path, run: RunRecord, seed: int) -> Path:
     finally:
         writer.close()
     return target
+
+
+#: the tag of ``evaluate --watch --tensorboard``: validation accuracy of each checkpoint, at its step
+WATCH_TAG = "evaluate/val_accuracy"
+
+
+class CheckpointLog:
+    """Where ``evaluate --watch --tensorboard folder`` writes: the TensorBoard run of the watched run folder."""
+
+    def __init__(self, folder: Path, run_dir: Path | str) -> None:
+        self.target = Path(folder) / Path(run_dir).resolve().name
+        self._writer: Any = None
+
+    def write(self, step: int, accuracy: float | None) -> None:
+        """One evaluated checkpoint, flushed at once so TensorBoard shows it while training goes on."""
+        if accuracy is None:  # an empty validation split: nothing to draw
+            return
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.target))
+        with self._writer.as_default():
+            tf.summary.scalar(WATCH_TAG, accuracy, step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class TensorBoardLogger:
