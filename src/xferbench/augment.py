@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -256,6 +257,7 @@ def extract_copies(backbone: Any, dataset: Any, examples: list[Any], settings: A
     if not isinstance(backbone, NetworkBackbone):
         raise UserError(f"--augment needs a backbone built on NetworkBackbone (a preprocessing and a forward "
                         f"pass); {backbone.name!r} is not one")
+    backbone.calibrate(dataset, Path(cache_root).parent)  # precision=int8: copies go through the int8 model
     cache = BottleneckCache(cache_root, backbone.cache_namespace(), backbone.feature_dim)
     count = len(examples) * settings.copies
     features = np.full((count, backbone.feature_dim), np.nan, dtype=np.float32)
@@ -271,7 +273,7 @@ def extract_copies(backbone: Any, dataset: Any, examples: list[Any], settings: A
             return
         network_before = backbone.network_seconds
         forward_started = time.perf_counter()
-        rows = np.asarray(backbone.forward(np.stack([x for _, x, _ in pending])), dtype=np.float32)
+        rows = np.asarray(backbone.bottleneck_forward(np.stack([x for _, x, _ in pending])), dtype=np.float32)
         backbone.network_seconds = network_before + time.perf_counter() - forward_started
         for (row_index, _, digest), row in zip(pending, rows, strict=True):
             features[row_index] = row
