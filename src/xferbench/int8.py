@@ -86,6 +86,7 @@ class Int8Network:
         (detail,) = self._interpreter.get_input_details()
         (output,) = self._interpreter.get_output_details()
         self._input, self._output = detail["index"], output["index"]
+        self._width = int(output["shape"][-1])
         self._size: int | None = None
         self.batched = True
 
@@ -109,8 +110,8 @@ class Int8Network:
             except (RuntimeError, ValueError):
                 self.batched = False  # a Reshape or other op fixed to one image: go one by one
                 self._size = None
-        return np.concatenate([self._invoke(batch[i:i + 1]) for i in range(batch.shape[0])]) \
-            if batch.shape[0] else np.zeros((0, 0), np.float32)
+        rows = [self._invoke(batch[i:i + 1]) for i in range(batch.shape[0])]
+        return np.concatenate(rows) if rows else np.zeros((0, self._width), np.float32)
 
 
 def convert_backbone(backbone: NetworkBackbone, images: list[Any]) -> bytes:
