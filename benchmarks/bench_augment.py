@@ -182,3 +182,37 @@ def test_augment_time_against_retrain_py(benchmark: Any, shared_data: Path, tmp_
     print(f"\n--augment time against retrain.py's distortions: {benchmark.extra_info}")
     assert seconds["xferbench_cold_extracted"] == COPIES * len(train) and seconds["xferbench_warm_extracted"] == 0
     assert benchmark.extra_info["retrain_py_vs_xferbench_cold"] > 1.0, benchmark.extra_info
+
+
+def test_copies_distorted_in_one_call_per_image(benchmark: Any, shared_data: Path) -> None:
+    """``CopyPreprocessor.many`` (every copy of a photo in one call, decoded once) against ``one`` per copy."""
+    from xferbench.augment import CopyPreprocessor, draw_for_copy, parse_augment
+    from xferbench.cli import import_tensorflow_quietly
+    from xferbench.decoding import Preprocessing
+
+    import_tensorflow_quietly()
+    files = sorted((shared_data / "flower_photos_mini").glob("*/*.jpg"))[::5]
+    photos = [path.read_bytes() for path in files]
+    settings = parse_augment(SPEC, COPIES)
+    draws = [np.stack([draw_for_copy(settings, 0, str(i), k) for k in range(COPIES)]) for i in range(len(photos))]
+    preprocessor = CopyPreprocessor(Preprocessing(size=(128, 128), scale=1 / 127.5, mean=(1.0,)))
+    preprocessor.one(photos[0], draws[0][0])  # tracing is a one-off
+    preprocessor.many(photos[0], draws[0])
+    seconds: dict[str, list[float]] = {"per_copy": [], "per_photo": []}
+
+    def one_round() -> None:
+        started = time.perf_counter()
+        singles = [preprocessor.one(photo, row) for photo, rows in zip(photos, draws, strict=True) for row in rows]
+        seconds["per_copy"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        batched = [preprocessor.many(photo, rows) for photo, rows in zip(photos, draws, strict=True)]
+        seconds["per_photo"].append(time.perf_counter() - started)
+        np.testing.assert_array_equal(np.stack(singles), np.concatenate(batched))
+
+    benchmark.pedantic(one_round, rounds=3, iterations=1)
+    best = {name: min(times) for name, times in seconds.items()}
+    benchmark.extra_info.update({"photos": len(photos), "copies": COPIES, "best_seconds": best,
+                                 "per_copy_vs_per_photo": best["per_copy"] / best["per_photo"],
+                                 "load_average": os.getloadavg()[0]})
+    print(f"\ncopies in one call per photo: {benchmark.extra_info}")
+    assert benchmark.extra_info["per_copy_vs_per_photo"] > 1.0, benchmark.extra_info
