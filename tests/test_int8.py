@@ -78,6 +78,8 @@ def test_lenet5_int8_runs_are_cached_apart_from_float32_and_score_alike(catalog,
     # Switching to float32 reuses no int8 entry: every image is extracted again.
     plain = transfer(catalog, cache, tmp_path / "b.json", "float32")
     assert plain["cache_hits"] == 0 and plain["extracted"] == first["extracted"]
+    bf16 = transfer(catalog, cache, tmp_path / "bf16.json", "bfloat16")  # and bf16 neither int8's nor fp32's
+    assert bf16["precision"] == "bfloat16" and bf16["cache_hits"] == 0 and bf16["extracted"] == first["extracted"]
 
     # A second int8 run converts nothing and extracts nothing.
     def no_conversion(*args, **kwargs):
