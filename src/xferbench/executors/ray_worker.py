@@ -143,6 +143,7 @@ class ExtractionWorker:
 
         state = worker(self.spec)
         dataset, backbone = state.dataset(dataset_token), self.backbone
+        backbone.calibrate(dataset, state.runner.context.cache_dir)  # precision=int8: the cell's int8 model
         cache = BottleneckCache(state.runner.context.subdir("bottlenecks"), backbone.cache_namespace(),
                                 backbone.feature_dim) if store else None
         rows = np.full((len(indices), backbone.feature_dim), np.nan, dtype=np.float32)
