@@ -96,7 +96,7 @@ class RunRecord:
     val_accuracy: float | None = _field("validation accuracy of the final model (the comparison's default target "
                                         "is the lower of two methods')",
                                         {"type": ["number", "null"], "minimum": 0, "maximum": 1})
-    precision: str | None = _field("the backbone's compute precision (`float32`, `bfloat16`)",
+    precision: str | None = _field("the backbone's compute precision (`float32`, `bfloat16`, `int8`: a full-integer TFLite model of the network)",
                                    {"type": ["string", "null"]})
     curve: list[dict[str, Any]] = _field(
         "time to accuracy: `[{step, seconds, val_accuracy}]` recorded during training",
