@@ -164,3 +164,159 @@ def test_reading_is_chunked_not_whole_dataset(tmp_path, monkeypatch):
         assert loads == [8]
         dataset.read(tests[20])
         assert loads == [8, 8]
+
+
+# `xferbench fetch tfds:NAME`: builders that are not in TFDS's catalog, in a module the `xferbench` subprocess
+# imports (--opt module=...; its folder on PYTHONPATH). tiny_fetch downloads a zip of PNGs over HTTP,
+# tiny_manual reads files the user put in the manual dir.
+FETCH_BUILDERS = textwrap.dedent('''
+    import os
+
+    import tensorflow_datasets as tfds
+
+    def features():
+        return tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(28, 28, 3)),
+                                           "label": tfds.features.ClassLabel(names=["dark", "bright"])})
+
+    def examples(folder):
+        for path in sorted(folder.glob("*/*.png")):
+            yield f"{folder.name}/{path.parent.name}/{path.name}", {"image": path, "label": path.parent.name}
+
+    class TinyFetch(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=features())
+
+        def _split_generators(self, dl_manager):
+            root = dl_manager.download_and_extract(os.environ["TINY_FETCH_URL"])
+            return {"train": examples(root / "train"), "test": examples(root / "test")}
+
+        def _generate_examples(self, folder):
+            yield from examples(folder)
+
+    class TinyManual(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+        MANUAL_DOWNLOAD_INSTRUCTIONS = "Unpack tiny_images.zip (folders train/ and test/) into the manual dir."
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=features())
+
+        def _split_generators(self, dl_manager):
+            root = dl_manager.manual_dir
+            return {"train": examples(root / "train"), "test": examples(root / "test")}
+
+        def _generate_examples(self, folder):
+            yield from examples(folder)
+''')
+#: images per class in each split of the fetched datasets
+FETCH_SIZES = {"train": 8, "test": 3}
+
+
+def _write_images(root: Path) -> None:
+    """``root/{train,test}/{dark,bright}/*.png``: 28x28 PNGs, dark ones below 80, bright ones above 170."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in FETCH_SIZES.items():
+        for name, low in (("dark", 0), ("bright", 170)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(low, low + 80, size=(28, 28, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+@pytest.fixture
+def fetch_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of an `xferbench fetch` subprocess that can import the builders module."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "tiny_builders.py").write_text(FETCH_BUILDERS)
+    return {"PYTHONPATH": str(site), "XFERBENCH_CACHE_DIR": str(tmp_path / "cache")}
+
+
+@pytest.fixture
+def image_server(tmp_path: Path):
+    """A local HTTP server (a thread) serving ``images.zip``; yields (its URL, the paths it was asked for)."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    source = tmp_path / "images"
+    _write_images(source)
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "images.zip", "w") as archive:
+        for path in sorted(source.rglob("*.png")):
+            archive.write(path, path.relative_to(source).as_posix())
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/images.zip", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.slow
+def test_fetch_downloads_prepares_with_progress_and_run_reads_it(image_server, fetch_env, tmp_path):
+    url, requested = image_server
+    data_dir = tmp_path / "data"
+    fetched = run_cli("fetch", "tfds:tiny_fetch", "--opt", "module=tiny_builders", "--data-dir", str(data_dir),
+                      env={**fetch_env, "TINY_FETCH_URL": url})
+    assert fetched.returncode == 0, fetched.stderr
+    assert requested == ["/images.zip"]
+    assert "Dl Completed" in fetched.stdout  # TFDS's own progress bars
+    assert f"tfds: ready at {data_dir / 'tiny_fetch' / '1.0.0'}" in fetched.stdout
+    # `run` reads it from its files alone (the builders module is not importable there)
+    output = tmp_path / "results.json"
+    result = run_cli("run", "--backbone", "lenet5", "--backbone-opt", "pretrain_epochs=1", "--dataset",
+                     "tfds:tiny_fetch", "--data-dir", str(data_dir), "--head", "logreg", "--compare", "transfer",
+                     "--output", str(output), "--cache-dir", str(tmp_path / "cache"), "-q")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(output.read_text())
+    (entry,) = document["datasets"]
+    assert entry["class_names"] == ["dark", "bright"]
+    assert entry["split_sizes"] == {"train": 14, "val": 2, "test": 6}  # 8 per class, 1 of them carved out
+    (run,) = document["runs"]
+    assert run["status"] == "ok" and run["n_test"] == 6
+
+
+def test_fetch_offline_is_one_line_naming_the_manual_dir(fetch_env, tmp_path):
+    import socket
+
+    refusing = socket.socket()  # bound, never listening: a connection to it is refused at once
+    refusing.bind(("127.0.0.1", 0))
+    try:
+        url = f"http://127.0.0.1:{refusing.getsockname()[1]}/images.zip"
+        data_dir = tmp_path / "data"
+        result = run_cli("fetch", "tfds:tiny_fetch", "--opt", "module=tiny_builders", "--data-dir", str(data_dir),
+                         env={**fetch_env, "TINY_FETCH_URL": url})
+    finally:
+        refusing.close()
+    manual = data_dir / "downloads" / "manual"
+    assert_one_line_error(result, f"cannot download {url}", f"put them in {manual}",
+                          f"--opt manual_dir={manual}")
+
+
+def test_fetch_of_a_manual_download_dataset_says_where_the_files_go_and_then_works(fetch_env, tmp_path):
+    data_dir = tmp_path / "data"
+    command = ("fetch", "tfds:tiny_manual", "--opt", "module=tiny_builders", "--data-dir", str(data_dir), "-q")
+    manual = data_dir / "downloads" / "manual"
+    assert_one_line_error(run_cli(*command, env=fetch_env), "needs files downloaded by hand",
+                          f"put them in {manual}", "Unpack tiny_images.zip")
+    _write_images(manual)  # doing what the line says
+    result = run_cli(*command, env=fetch_env)
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / "tiny_manual" / "1.0.0" / "dataset_info.json").is_file()
+    assert result.stderr == ""

@@ -13,10 +13,13 @@ and the dataset's warnings say so (they go into the results document).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,12 +66,20 @@ def _where(data_dir: str | None) -> str:
     return data_dir or "TFDS's default folder (~/tensorflow_datasets)"
 
 
-def load_builder(name: str, data_dir: str | None) -> Any:
+def load_builder(name: str, data_dir: str | None, module: str | None = None) -> Any:
     """The builder of ``name``: the installed one, else one read from the prepared files alone.
 
     ``name`` may also be the folder of a prepared dataset version (holding dataset_info.json).
+    ``module`` is imported first: TFDS registers a builder class when it is defined, so a user's
+    builder that is not in TFDS's catalog is found by its name once its module is imported.
     """
     tfds = _tfds()
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(f"dataset 'tfds:{name}': module={module!r} cannot be imported ({one_line(exc)}); "
+                            f"put its folder on PYTHONPATH") from None
     if Path(name, "dataset_info.json").is_file():
         return tfds.builder_from_directory(name)
     try:
@@ -249,7 +260,7 @@ def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> 
     """Factory of ``tfds:NAME[/CONFIG][:CLASSES]``."""
     name, subset = parse_arg(arg or "")
     data_dir = data_dir_of(context)
-    builder = load_builder(name, data_dir)
+    builder = load_builder(name, data_dir, options.get("module"))
     features = builder.info.features
     image_key = _feature_key(features, options.get("image_key"), "Image", "image", "image_key")
     transform = resolve(options["label_transform"]) if options.get("label_transform") else None
@@ -297,20 +308,52 @@ def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> 
 
 
 def fetch(arg: str | None, options: Mapping[str, Any], context: RunContext, source: Path | None) -> Path:
-    """``xferbench fetch tfds:NAME [--opt manual_dir=DIR]``: TFDS's own download_and_prepare, with its progress."""
+    """``xferbench fetch tfds:NAME [--data-dir DIR] [--from DIR | --opt manual_dir=DIR]``: TFDS's own
+    download_and_prepare, its progress on stdout (stderr keeps the one line of a failure)."""
     tfds = _tfds()
     name, _ = parse_arg(arg or "")
     data_dir = data_dir_of(context)
-    builder = load_builder(name, data_dir)
+    builder = load_builder(name, data_dir, options.get("module"))
+    if source is not None:
+        source = source if source.is_dir() else source.parent  # TFDS looks files up by name in the manual dir
     manual_dir = options.get("manual_dir") or (str(source) if source is not None else None)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    if context.progress.quiet:
+        tfds.disable_progress_bar()
     try:
-        builder.download_and_prepare(download_config=config)
+        with _download_retries(options["retries"]), contextlib.redirect_stderr(sys.stdout):
+            builder.download_and_prepare(download_config=config)
     except Exception as exc:
-        manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-        target = manual_dir or str(Path(builder.data_dir).parent.parent / "downloads" / "manual")
-        how = ("it needs files downloaded by hand (see its TFDS catalog page)" if manual else
-               "download its files on a machine with internet access (or prepare it there and copy its folder)")
-        raise UserError(f"tfds:{name}: download_and_prepare failed ({one_line(exc)[:200]}); {how}, put them in "
-                        f"{target} and run `xferbench fetch tfds:{name} --opt manual_dir={target}`") from None
+        target = manual_dir or str(Path(builder.data_dir_root) / "downloads" / "manual")
+        if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+            how = "it needs files downloaded by hand (its TFDS catalog page says which)"
+        else:
+            how = "download its files on a machine with internet access"
+        raise UserError(f"tfds:{name}: download_and_prepare failed ({_reason(exc)}); {how}, put them in "
+                        f"{target} and run `xferbench fetch tfds:{name} --opt manual_dir={target}` (or prepare "
+                        f"it where there is internet and copy {builder.data_dir} here)") from None
     return Path(builder.data_dir)
+
+
+fetch.accepts_folders = True  # type: ignore[attr-defined]  # --from DIR: the manual dir
+
+
+def _reason(exc: Exception) -> str:
+    """A failed download names its URL (requests' errors carry the request); anything else its message."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    if url:
+        return f"cannot download {url}: {type(exc).__name__}"
+    return one_line(exc)[:240]
+
+
+@contextlib.contextmanager
+def _download_retries(retries: int) -> Iterator[None]:
+    """TFDS retries a refused connection 10 times with backoff (minutes offline); ``retries`` sets how often."""
+    from tensorflow_datasets.core.download import downloader
+
+    saved = downloader.MAX_RETRIES
+    downloader.MAX_RETRIES = retries
+    try:
+        yield
+    finally:
+        downloader.MAX_RETRIES = saved
