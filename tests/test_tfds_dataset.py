@@ -11,58 +11,17 @@ import numpy as np
 import pytest
 
 from support.cli import assert_one_line_error, run_cli
+from support.tiny_tfds import CLASSES, prepare_tiny_colors
 from xferbench.context import RunContext
 from xferbench.plugin_manager import load_catalog
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-CLASSES = ("red", "green", "blue")
-
-# A builder module written to a temporary folder: the test process imports it to prepare the data;
-# the `xferbench` subprocess never sees it, so it reads the dataset from its files alone.
-BUILDER = textwrap.dedent('''
-    import numpy as np
-    import tensorflow_datasets as tfds
-
-    def image(label, index):
-        rng = np.random.default_rng(label * 1000 + index)
-        pixels = rng.integers(0, 60, size=(28, 28, 3), dtype=np.uint8)
-        pixels[:, :, label] += 180
-        return pixels
-
-    class TinyColors(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 3)),
-                "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
-            }), supervised_keys=("image", "label"))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(12), "test": self._generate_examples(5, offset=100)}
-
-        def _generate_examples(self, per_class, offset=0):
-            for label in range(3):
-                for i in range(per_class):
-                    yield f"{label}-{offset + i}", {"image": image(label, offset + i), "label": label}
-''')
-
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """A dataset ``tiny_colors`` prepared by TFDS into a data dir; returns (data dir, builder module)."""
-    import importlib.util
-
-    root = tmp_path_factory.mktemp("tfds")
-    source = root / "tiny_colors_builder.py"
-    source.write_text(BUILDER)
-    spec = importlib.util.spec_from_file_location("tiny_colors_builder", source)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    data_dir = root / "data"
-    module.TinyColors(data_dir=str(data_dir)).download_and_prepare()
-    return data_dir, module
+    return prepare_tiny_colors(tmp_path_factory.mktemp("tfds"))
 
 
 def _context(tmp_path: Path, data_dir: Path | None = None) -> RunContext:
