@@ -279,3 +279,33 @@ def test_fetch_of_a_manual_download_dataset_says_where_the_files_go_and_then_wor
     assert result.returncode == 0, result.stderr
     assert (data_dir / "tiny_manual" / "1.0.0" / "dataset_info.json").is_file()
     assert result.stderr == ""
+
+
+def test_label_index_is_cached_until_the_prepared_files_change(prepared, tmp_path, monkeypatch):
+    import os
+
+    import xferbench_tfds.reader as reader
+
+    data_dir, _ = prepared
+    scans = []
+    original = reader._scan_labels
+
+    def counting(builder, part, *args):
+        scans.append(part.index_spec())
+        return original(builder, part, *args)
+    monkeypatch.setattr(reader, "_scan_labels", counting)
+    first = _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert scans == ["train[0:36]", "test[0:15]"]
+    again = _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert len(scans) == 2  # both parts came from the cache
+    assert [(e.key, e.label, e.split, e.ref) for e in again.examples] == \
+        [(e.key, e.label, e.split, e.ref) for e in first.examples]
+    assert again.read(again.examples[-1]) == first.read(first.examples[-1])
+    _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {"split_train": "train[:24]"})
+    assert scans[2:] == ["train[0:24]"]  # another split is another index; test is still cached
+    # prepared again (a record file rewritten): scanned again
+    record = next((data_dir / "tiny_colors" / "1.0.0").glob("tiny_colors-test.tfrecord*"))
+    stat = record.stat()
+    os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert scans[3:] == ["train[0:36]", "test[0:15]"]

@@ -14,7 +14,9 @@ and the dataset's warnings say so (they go into the results document).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import os
 import sys
 import threading
@@ -26,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xferbench import __version__
+from xferbench.atomic import atomic_write_text
 from xferbench.data import Example, ImageDataset, Split, select_classes
 from xferbench.errors import UserError, one_line
-from xferbench_tfds.transforms import LabelTransform, resolve
+from xferbench_tfds.transforms import BUILT_IN, LabelTransform, resolve
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -212,8 +216,51 @@ class _ChunkReader:
 
 
 def _labels(builder: Any, part: _Part, label_key: str, transform: LabelTransform | None,
-            name: str, data_dir: str | None) -> list[tuple[str, int]]:
-    """``[(tfds_id, label)]`` of ``part`` in record order; images are not parsed."""
+            name: str, data_dir: str | None, context: RunContext) -> list[tuple[str, int]]:
+    """The label index of ``part``: from xferbench's cache when the prepared files are unchanged, else scanned.
+
+    Scanning reads every record of the split (images included) just for the labels; a suite, a
+    resume, each Ray worker and each later run would do it again.
+    """
+    key = _label_index_key(builder, part, label_key, transform)
+    path = None
+    if key is not None:
+        try:
+            path = context.subdir("tfds-labels") / f"{key}.json"
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            return list(zip(stored["ids"], stored["labels"], strict=True))
+        except (OSError, UserError, ValueError, KeyError, TypeError):
+            pass  # not cached yet, unreadable or no cache folder: scan
+    rows = _scan_labels(builder, part, label_key, transform, name, data_dir)
+    if path is not None:
+        with contextlib.suppress(OSError):  # DiskWriteError too: the cache only saves time
+            atomic_write_text(path, json.dumps({"ids": [k for k, _ in rows], "labels": [v for _, v in rows]}))
+    return rows
+
+
+def _label_index_key(builder: Any, part: _Part, label_key: str, transform: LabelTransform | None) -> str | None:
+    """What a label index depends on, hashed: the prepared files (name, size, mtime), the split, the label.
+
+    None where a cached index could go stale unseen: mock data (no files) or a transform from
+    the user's code (it may change; built-in ones are pinned by xferbench's version).
+    """
+    if part.absolute is None or not builder.data_dir:
+        return None
+    if transform is not None and BUILT_IN.get(transform.name) is not transform:
+        return None
+    try:
+        folder = Path(os.fspath(builder.data_dir)).resolve()
+        files = sorted((f.name, st.st_size, st.st_mtime_ns) for f in folder.iterdir() for st in (f.stat(),))
+    except OSError:
+        return None
+    labelled_by = f"transform:{transform.name}" if transform is not None else label_key
+    what = [str(folder), files, part.index_spec(), labelled_by, __version__]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
+
+
+def _scan_labels(builder: Any, part: _Part, label_key: str, transform: LabelTransform | None,
+                 name: str, data_dir: str | None) -> list[tuple[str, int]]:
+    """``[(tfds_id, label)]`` of ``part`` in record order; images are not parsed (but every record is read)."""
     tfds = _tfds()
     reads = dict(transform.reads) if transform is not None else {label_key: True}
     out: list[tuple[str, int]] = []
@@ -283,7 +330,8 @@ def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> 
                                  "test": _part(builder, options["split_test"], 0, "split_test")}
     if split_val is not None:
         parts["val"] = _part(builder, split_val, options["val_examples"], "split_val")
-    labelled = {split: _labels(builder, part, label_key, transform, name, data_dir) for split, part in parts.items()}
+    labelled = {split: _labels(builder, part, label_key, transform, name, data_dir, context)
+                for split, part in parts.items()}
     carved: set[str] = set()
     if split_val is None:
         carved = _carve(labelled["train"], options["val_pct"], options["split_seed"])

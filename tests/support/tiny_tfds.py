@@ -40,13 +40,24 @@ BUILDER = textwrap.dedent('''
 ''')
 
 
+_MODULE: list[ModuleType] = []
+
+
+def _builder_module(root: Path) -> ModuleType:
+    """The builder module, loaded once per process: TFDS refuses a second class registered as tiny_colors."""
+    if not _MODULE:
+        source = root / "tiny_colors_builder.py"
+        source.write_text(BUILDER)
+        spec = importlib.util.spec_from_file_location("tiny_colors_builder", source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _MODULE.append(module)
+    return _MODULE[0]
+
+
 def prepare_tiny_colors(root: Path) -> tuple[Path, ModuleType]:
     """Prepare ``tiny_colors`` into ``root/data`` with TFDS; returns (data dir, builder module)."""
-    source = root / "tiny_colors_builder.py"
-    source.write_text(BUILDER)
-    spec = importlib.util.spec_from_file_location("tiny_colors_builder", source)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _builder_module(root)
     data_dir = root / "data"
     module.TinyColors(data_dir=str(data_dir)).download_and_prepare()
     return data_dir, module
