@@ -130,6 +130,7 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     fetch.add_argument("name", help="e.g. inception_2015 or flowers")
     fetch.add_argument("--from", dest="source", type=Path, help="import a file (or a folder, where the component takes one) you downloaded yourself")
     fetch.add_argument("--opt", action="append", default=[], metavar="K=V", help="an option of the component")
+    fetch.add_argument("--data-dir", type=Path, help="where a dataset that keeps its own folder is prepared (tfds:)")
 
     extract = sub.add_parser("extract", parents=[common], help="write bottleneck features of a dataset to .npz")
     extract.add_argument("--backbone", required=True)
@@ -759,7 +760,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if args.source is not None and args.source.is_dir() and not getattr(fetcher, "accepts_folders", False):
         raise UserError(f"--from {args.source} is a folder; {spec.kind} {spec.name!r} imports a file")
     import_tensorflow_quietly()  # only now: names and files are checked in a fraction of a second
-    path = fetcher(arg, options, _context(args, catalog), args.source)
+    path = fetcher(arg, options, _context(args, catalog, data_dir=args.data_dir), args.source)
     print(f"{spec.name}: ready at {path}")
     return 0
 
