@@ -12,11 +12,19 @@ already computed:
 * every 10 steps and after the last: training accuracy and cross-entropy on that batch and
   accuracy on 100 random validation bottlenecks (``eval_step_interval``, ``validation_batch_size``);
 * then accuracy on the whole test split (``test_batch_size=-1``).
+
+With distortions (``--flip_left_right``, ``--random_crop``, ``--random_scale``, ``--random_brightness``)
+retrain.py caches nothing for training: every step, ``get_random_distorted_bottlenecks`` draws 100
+training images, and for each one runs the distortion graph (``add_input_distortions``) on its JPEG,
+then the whole network on the distorted image, one image per ``sess.run``. :class:`RetrainDistortions`
+and :func:`distorted_batches` do the same here; :func:`retrain_final_layer`'s ``next_batch`` takes them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +48,14 @@ class RetrainResult:
 
 def retrain_final_layer(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                         x_test: np.ndarray, y_test: np.ndarray, num_classes: int, *, seed: int = 0,
-                        config: RetrainConfig = RetrainConfig()) -> RetrainResult:
-    """Train retrain.py's final layer on the given bottlenecks and evaluate it on the test split."""
+                        config: RetrainConfig = RetrainConfig(),
+                        next_batch: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None,
+                        ) -> RetrainResult:
+    """Train retrain.py's final layer on the given bottlenecks and evaluate it on the test split.
+
+    ``next_batch(rng)``: each step's training batch (default: 100 cached training bottlenecks drawn at
+    random); :func:`distorted_batches` makes retrain.py's distorted ones.
+    """
     import tensorflow as tf
 
     tf.random.set_seed(seed)
@@ -75,8 +89,11 @@ def retrain_final_layer(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndar
     y_train, y_val, y_test = (np.asarray(a, dtype=np.int64) for a in (y_train, y_val, y_test))
     val_accuracy = float("nan")
     for step in range(config.steps):
-        batch = rng.integers(0, len(x_train), size=config.batch_size)
-        xb, yb = x_train[batch], y_train[batch]
+        if next_batch is None:
+            batch = rng.integers(0, len(x_train), size=config.batch_size)
+            xb, yb = x_train[batch], y_train[batch]
+        else:
+            xb, yb = next_batch(rng)
         train_step(xb, yb)
         if step % config.eval_step_interval == 0 or step + 1 == config.steps:
             evaluate(xb, yb)  # retrain.py logs train accuracy and cross-entropy here
@@ -85,3 +102,52 @@ def retrain_final_layer(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndar
                 val_accuracy = float(evaluate(x_val[val_batch], y_val[val_batch])[0])
     test_accuracy = float(evaluate(x_test, y_test)[0])
     return RetrainResult(test_accuracy, val_accuracy, weights.numpy(), biases.numpy())
+
+
+class RetrainDistortions:
+    """retrain.py's ``add_input_distortions`` graph: one JPEG -> one distorted, normalised ``[1, H, W, 3]`` input.
+
+    ``precrop = input_size * (1 + crop/100) * U(1, 1 + scale/100)``; bilinear resize of the decoded
+    image to ``precrop``; a random ``input_size`` crop; a random left-right flip; a brightness factor
+    ``U(1 - b/100, 1 + b/100)``; then ``normalise`` (retrain.py: ``(x - input_mean) / input_std``).
+    """
+
+    def __init__(self, size: tuple[int, int], normalise: Callable[[Any], Any], *, flip: bool, crop: float,
+                 scale: float, brightness: float, seed: int = 0) -> None:
+        import tensorflow as tf
+
+        height, width = size
+        margin = 1.0 + crop / 100.0
+        generator = tf.random.Generator.from_seed(seed)
+        self._generator = generator
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+        def distort(jpeg: Any) -> Any:
+            decoded = tf.cast(tf.image.decode_jpeg(jpeg, channels=3), tf.float32)[None]
+            scale_value = margin * generator.uniform([], 1.0, 1.0 + scale / 100.0)
+            precrop = tf.cast(scale_value * tf.constant([height, width], tf.float32), tf.int32)
+            precropped = tf.squeeze(tf.image.resize(decoded, precrop, method="bilinear"), axis=0)
+            cropped = tf.image.stateless_random_crop(precropped, [height, width, 3],
+                                                     seed=generator.make_seeds(1)[:, 0])
+            if flip:
+                cropped = tf.image.stateless_random_flip_left_right(cropped, seed=generator.make_seeds(1)[:, 0])
+            brightened = cropped * generator.uniform([], 1.0 - brightness / 100.0, 1.0 + brightness / 100.0)
+            return normalise(brightened)[None]
+
+        self.distort = distort
+
+    def __call__(self, jpeg: bytes) -> Any:
+        return self.distort(jpeg)
+
+
+def distorted_batches(jpegs: Sequence[bytes], labels: np.ndarray, distortions: RetrainDistortions,
+                      network: Callable[[Any], Any], batch_size: int = 100,
+                      ) -> Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]:
+    """retrain.py's ``get_random_distorted_bottlenecks``: per image, distort it and run the whole network on it."""
+
+    def next_batch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        picks = rng.integers(0, len(jpegs), size=batch_size)
+        rows = [np.asarray(network(distortions(jpegs[i])), dtype=np.float32)[0] for i in picks]
+        return np.stack(rows), labels[picks]
+
+    return next_batch

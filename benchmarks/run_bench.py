@@ -46,6 +46,7 @@ def saved_runs(storage: Path) -> list[Path]:
 
 def pytest_command(storage: Path, compare_fail: str | None, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
+               "-n", "0",  # pytest-benchmark times nothing under xdist, and benchmarks must not share the CPU
                "-o", "python_files=bench_*.py", "--benchmark-autosave", f"--benchmark-storage=file://{storage}",
                "--benchmark-columns=min,mean,max,stddev,rounds", "--benchmark-sort=name"]
     if compare_fail is not None:

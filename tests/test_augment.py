@@ -79,6 +79,29 @@ def test_on_the_fly_distortion_undoes_and_redoes_the_normalisation():
         assert 0.5 - 1e-4 <= factor.min() and factor.max() <= 1.5 + 1e-4 and np.ptp(factor) < 1e-3
 
 
+def test_all_copies_of_an_image_in_one_call_match_copy_by_copy():
+    pytest.importorskip("tensorflow")
+    import io
+
+    from PIL import Image
+
+    from xferbench.augment import CopyPreprocessor
+    from xferbench.decoding import Preprocessing
+
+    preprocessing = Preprocessing(size=(16, 16), scale=1 / 127.5, mean=(1.0,))
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    settings = Augmentation(flip=True, crop=10, scale=20, brightness=30)
+    params = np.stack([draw_for_copy(settings, 0, "img", copy) for copy in range(4)])
+    preprocessor = CopyPreprocessor(preprocessing)
+    for image in (buffer.getvalue(), rgb):
+        together = preprocessor.many(image, params)
+        assert together.shape == (4, 16, 16, 3)
+        np.testing.assert_array_equal(together, np.stack([preprocessor.one(image, row) for row in params]))
+    assert preprocessor.many(b"not an image", params) is None
+
+
 @pytest.mark.slow
 def test_cached_copies_end_to_end_and_a_second_run_extracts_nothing(tmp_path):
     common = ["run", "--compare", "transfer", "--backbone-opt", "pretrain_epochs=2", "--augment",

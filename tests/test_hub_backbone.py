@@ -256,3 +256,25 @@ def test_fetch_refuses_archives_without_a_saved_model(catalog, tmp_path) -> None
     spec, arg = catalog.backbones.resolve(f"hub:{tmp_path}")
     with pytest.raises(UserError, match="local folder already"):
         spec.load_fetcher()(arg, {}, context, None)
+
+
+def test_flops_are_counted_from_the_loaded_graph_as_keras_backbones_count_them(catalog, modules, tmp_path) -> None:
+    """2 FLOPs per multiply-add of the module's convolutions and matrix products, per image."""
+    import keras
+
+    from xferbench.flops import model_flops
+    from xferbench.peak import utilisation
+
+    assert make_backbone(catalog, modules["fixed"], tmp_path).flops_per_image() == 2 * (4 * 4 * 3) * 6
+    assert make_backbone(catalog, modules["serving"], tmp_path).flops_per_image() == 2 * 3 * 4
+    # A conv net exported from Keras as a SavedModel: its restored functions are counted through,
+    # and give what the Keras model itself counts (as keras: backbones do), which is this by hand.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((24, 24, 3)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.DepthwiseConv2D(3), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(5)])
+    model.export(str(tmp_path / "exported"), verbose=False)
+    backbone = make_backbone(catalog, tmp_path / "exported", tmp_path)
+    by_hand = 2 * (22 * 22 * 8 * (3 * 3 * 3) + 20 * 20 * 8 * (3 * 3) + 8 * 5)
+    assert backbone.flops_per_image() == model_flops(model) == by_hand
+    assert utilisation(backbone, None, tmp_path)["gflops_per_image"] == pytest.approx(by_hand / 1e9)

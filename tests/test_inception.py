@@ -286,7 +286,7 @@ def test_using_the_backbone_before_prepare_is_a_clear_error():
 def test_options_are_validated():
     spec, _ = load_catalog().backbones.resolve("inception_2015")
     assert spec.validate({}) == {"precision": "float32", "batch_size": 0, "archive": "zip", "sha256": None,
-                                 "xla": False, "prefetch": "auto"}
+                                 "xla": False, "prefetch": "auto", "int8_calibration_images": 100}
     for bad in ({"precision": "float16"}, {"batch_size": "-1"}, {"archive": "tar"}, {"batchsize": "8"},
                 {"prefetch": "always"}):
         with pytest.raises(OptionError):

@@ -91,7 +91,8 @@ def test_keras_plugin_is_an_entry_point() -> None:
 def test_options_are_validated_by_the_schema(catalog) -> None:
     spec, _ = catalog.backbones.resolve("keras:MobileNet")
     opts = spec.validate({"alpha": "0.5", "input_size": "160", "batch_size": "8", "precision": "bfloat16"})
-    assert opts == {"alpha": 0.5, "input_size": 160, "batch_size": 8, "precision": "bfloat16"}
+    assert opts == {"alpha": 0.5, "input_size": 160, "batch_size": 8, "precision": "bfloat16",
+                    "int8_calibration_images": 100}
     with pytest.raises(OptionError, match="did you mean 'alpha'"):
         spec.validate({"alpah": "0.5"})
     with pytest.raises(OptionError, match="must be one of: float32, bfloat16"):

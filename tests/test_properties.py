@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from xferbench.options import parse_assignments
 from xferbench.plugin_manager import load_catalog
 from xferbench.results import migrate, validate_document
 
-EXAMPLES = 1000
+#: generated inputs per property: 300 in the default run (about a minute for all); a soak takes more,
+#: e.g. XFERBENCH_PROPERTY_EXAMPLES=10000
+EXAMPLES = int(os.environ.get("XFERBENCH_PROPERTY_EXAMPLES", "300"))
 #: a hang guard, not a speed claim: one parse takes milliseconds
 HANG_SECONDS = 60
 MISSING_WEIGHTS = "/nonexistent-xferbench-property/weights.h5"

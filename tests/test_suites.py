@@ -6,6 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from support.cli import assert_one_line_error, run_cli, shared_data_dir
@@ -221,3 +222,65 @@ def test_offline_suite_on_real_data(tmp_path):
     assert sizes["offline/digits"]["train"] == 800
     assert all(run["status"] == "ok" for run in document["runs"]) and len(document["runs"]) == 3
     assert "| # | backbone | method | handwriting | photos | overall |" in result.stdout
+
+
+RAY_SUITE = textwrap.dedent('''
+    name = "ray_tiny"
+
+    [protocol]
+    heads = ["logreg"]
+    shots = [4, "all"]
+    head_options = { grid = "0.1,1" }
+    backbone_options = { pretrain_epochs = 1 }
+
+    [[tasks]]
+    name = "colors"
+    dataset = "tfds:tiny_colors"
+    group = "tfds"
+
+    [[tasks]]
+    name = "shades"
+    dataset = "folder:FOLDER"
+    group = "folder"
+    options = { val_pct = 20, test_pct = 25 }
+''')
+
+
+@pytest.mark.slow
+def test_suite_file_on_a_local_ray_gives_the_leaderboard_of_the_local_executor(tmp_path):
+    """Ray workers read a TFDS dataset (prepared by a real builder) and a folder from disk, like the local run."""
+    pytest.importorskip("ray")
+    pytest.importorskip("tensorflow_datasets")
+    from PIL import Image
+
+    from support.tiny_tfds import prepare_tiny_colors
+
+    data_dir, _ = prepare_tiny_colors(tmp_path)
+    folder = tmp_path / "shades"
+    rng = np.random.default_rng(1)
+    for name, low in (("dark", 0), ("light", 150)):
+        (folder / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(low, low + 100, size=(24, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    suite = tmp_path / "ray_tiny.toml"
+    suite.write_text(RAY_SUITE.replace("FOLDER", str(folder)))
+    documents = {}
+    for executor in ("local", "ray"):
+        output = tmp_path / f"{executor}.json"
+        result = run_cli("run", "--suite", str(suite), "--backbone", "lenet5", "--data-dir", str(data_dir),
+                         "--executor", executor, "--seed", "3", "--output", str(output),
+                         "--cache-dir", str(tmp_path / f"cache-{executor}"), "-q")
+        assert result.returncode == 0, result.stderr
+        assert "leaderboard" in result.stdout
+        documents[executor] = json.loads(output.read_text())
+    local, ray = documents["local"], documents["ray"]
+    assert ray["executor"]["name"] == "ray" and ray["executor"]["address"] == "local"
+    assert len(ray["runs"]) == 4 and all(run["status"] == "ok" for run in ray["runs"])
+    accuracies = {executor: {(r["dataset"], r["shots"]): r["test_accuracy"] for r in doc["runs"]}
+                  for executor, doc in documents.items()}
+    assert accuracies["ray"] == accuracies["local"]
+    (local_row,), (ray_row,) = build([local]).rows, build([ray]).rows
+    assert set(ray_row.groups) == {"tfds", "folder", "overall"}
+    assert ray_row.groups == local_row.groups and ray_row.mean_rank == local_row.mean_rank
+    assert build([ray]).sample_efficiency == build([local]).sample_efficiency

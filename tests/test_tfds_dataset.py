@@ -11,58 +11,17 @@ import numpy as np
 import pytest
 
 from support.cli import assert_one_line_error, run_cli
+from support.tiny_tfds import CLASSES, prepare_tiny_colors
 from xferbench.context import RunContext
 from xferbench.plugin_manager import load_catalog
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-CLASSES = ("red", "green", "blue")
-
-# A builder module written to a temporary folder: the test process imports it to prepare the data;
-# the `xferbench` subprocess never sees it, so it reads the dataset from its files alone.
-BUILDER = textwrap.dedent('''
-    import numpy as np
-    import tensorflow_datasets as tfds
-
-    def image(label, index):
-        rng = np.random.default_rng(label * 1000 + index)
-        pixels = rng.integers(0, 60, size=(28, 28, 3), dtype=np.uint8)
-        pixels[:, :, label] += 180
-        return pixels
-
-    class TinyColors(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 3)),
-                "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
-            }), supervised_keys=("image", "label"))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(12), "test": self._generate_examples(5, offset=100)}
-
-        def _generate_examples(self, per_class, offset=0):
-            for label in range(3):
-                for i in range(per_class):
-                    yield f"{label}-{offset + i}", {"image": image(label, offset + i), "label": label}
-''')
-
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """A dataset ``tiny_colors`` prepared by TFDS into a data dir; returns (data dir, builder module)."""
-    import importlib.util
-
-    root = tmp_path_factory.mktemp("tfds")
-    source = root / "tiny_colors_builder.py"
-    source.write_text(BUILDER)
-    spec = importlib.util.spec_from_file_location("tiny_colors_builder", source)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    data_dir = root / "data"
-    module.TinyColors(data_dir=str(data_dir)).download_and_prepare()
-    return data_dir, module
+    return prepare_tiny_colors(tmp_path_factory.mktemp("tfds"))
 
 
 def _context(tmp_path: Path, data_dir: Path | None = None) -> RunContext:
@@ -164,3 +123,189 @@ def test_reading_is_chunked_not_whole_dataset(tmp_path, monkeypatch):
         assert loads == [8]
         dataset.read(tests[20])
         assert loads == [8, 8]
+
+
+# `xferbench fetch tfds:NAME`: builders that are not in TFDS's catalog, in a module the `xferbench` subprocess
+# imports (--opt module=...; its folder on PYTHONPATH). tiny_fetch downloads a zip of PNGs over HTTP,
+# tiny_manual reads files the user put in the manual dir.
+FETCH_BUILDERS = textwrap.dedent('''
+    import os
+
+    import tensorflow_datasets as tfds
+
+    def features():
+        return tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(28, 28, 3)),
+                                           "label": tfds.features.ClassLabel(names=["dark", "bright"])})
+
+    def examples(folder):
+        for path in sorted(folder.glob("*/*.png")):
+            yield f"{folder.name}/{path.parent.name}/{path.name}", {"image": path, "label": path.parent.name}
+
+    class TinyFetch(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=features())
+
+        def _split_generators(self, dl_manager):
+            root = dl_manager.download_and_extract(os.environ["TINY_FETCH_URL"])
+            return {"train": examples(root / "train"), "test": examples(root / "test")}
+
+        def _generate_examples(self, folder):
+            yield from examples(folder)
+
+    class TinyManual(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+        MANUAL_DOWNLOAD_INSTRUCTIONS = "Unpack tiny_images.zip (folders train/ and test/) into the manual dir."
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=features())
+
+        def _split_generators(self, dl_manager):
+            root = dl_manager.manual_dir
+            return {"train": examples(root / "train"), "test": examples(root / "test")}
+
+        def _generate_examples(self, folder):
+            yield from examples(folder)
+''')
+#: images per class in each split of the fetched datasets
+FETCH_SIZES = {"train": 8, "test": 3}
+
+
+def _write_images(root: Path) -> None:
+    """``root/{train,test}/{dark,bright}/*.png``: 28x28 PNGs, dark ones below 80, bright ones above 170."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in FETCH_SIZES.items():
+        for name, low in (("dark", 0), ("bright", 170)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(low, low + 80, size=(28, 28, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+@pytest.fixture
+def fetch_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of an `xferbench fetch` subprocess that can import the builders module."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "tiny_builders.py").write_text(FETCH_BUILDERS)
+    return {"PYTHONPATH": str(site), "XFERBENCH_CACHE_DIR": str(tmp_path / "cache")}
+
+
+@pytest.fixture
+def image_server(tmp_path: Path):
+    """A local HTTP server (a thread) serving ``images.zip``; yields (its URL, the paths it was asked for)."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    source = tmp_path / "images"
+    _write_images(source)
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "images.zip", "w") as archive:
+        for path in sorted(source.rglob("*.png")):
+            archive.write(path, path.relative_to(source).as_posix())
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/images.zip", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.slow
+def test_fetch_downloads_prepares_with_progress_and_run_reads_it(image_server, fetch_env, tmp_path):
+    url, requested = image_server
+    data_dir = tmp_path / "data"
+    fetched = run_cli("fetch", "tfds:tiny_fetch", "--opt", "module=tiny_builders", "--data-dir", str(data_dir),
+                      env={**fetch_env, "TINY_FETCH_URL": url})
+    assert fetched.returncode == 0, fetched.stderr
+    assert requested == ["/images.zip"]
+    assert "Dl Completed" in fetched.stdout  # TFDS's own progress bars
+    assert f"tfds: ready at {data_dir / 'tiny_fetch' / '1.0.0'}" in fetched.stdout
+    # `run` reads it from its files alone (the builders module is not importable there)
+    output = tmp_path / "results.json"
+    result = run_cli("run", "--backbone", "lenet5", "--backbone-opt", "pretrain_epochs=1", "--dataset",
+                     "tfds:tiny_fetch", "--data-dir", str(data_dir), "--head", "logreg", "--compare", "transfer",
+                     "--output", str(output), "--cache-dir", str(tmp_path / "cache"), "-q")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(output.read_text())
+    (entry,) = document["datasets"]
+    assert entry["class_names"] == ["dark", "bright"]
+    assert entry["split_sizes"] == {"train": 14, "val": 2, "test": 6}  # 8 per class, 1 of them carved out
+    (run,) = document["runs"]
+    assert run["status"] == "ok" and run["n_test"] == 6
+
+
+def test_fetch_offline_is_one_line_naming_the_manual_dir(fetch_env, tmp_path):
+    import socket
+
+    refusing = socket.socket()  # bound, never listening: a connection to it is refused at once
+    refusing.bind(("127.0.0.1", 0))
+    try:
+        url = f"http://127.0.0.1:{refusing.getsockname()[1]}/images.zip"
+        data_dir = tmp_path / "data"
+        result = run_cli("fetch", "tfds:tiny_fetch", "--opt", "module=tiny_builders", "--data-dir", str(data_dir),
+                         env={**fetch_env, "TINY_FETCH_URL": url})
+    finally:
+        refusing.close()
+    manual = data_dir / "downloads" / "manual"
+    assert_one_line_error(result, f"cannot download {url}", f"put them in {manual}",
+                          f"--opt manual_dir={manual}")
+
+
+def test_fetch_of_a_manual_download_dataset_says_where_the_files_go_and_then_works(fetch_env, tmp_path):
+    data_dir = tmp_path / "data"
+    command = ("fetch", "tfds:tiny_manual", "--opt", "module=tiny_builders", "--data-dir", str(data_dir), "-q")
+    manual = data_dir / "downloads" / "manual"
+    assert_one_line_error(run_cli(*command, env=fetch_env), "needs files downloaded by hand",
+                          f"put them in {manual}", "Unpack tiny_images.zip")
+    _write_images(manual)  # doing what the line says
+    result = run_cli(*command, env=fetch_env)
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / "tiny_manual" / "1.0.0" / "dataset_info.json").is_file()
+    assert result.stderr == ""
+
+
+def test_label_index_is_cached_until_the_prepared_files_change(prepared, tmp_path, monkeypatch):
+    import os
+
+    import xferbench_tfds.reader as reader
+
+    data_dir, _ = prepared
+    scans = []
+    original = reader._scan_labels
+
+    def counting(builder, part, *args):
+        scans.append(part.index_spec())
+        return original(builder, part, *args)
+    monkeypatch.setattr(reader, "_scan_labels", counting)
+    first = _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert scans == ["train[0:36]", "test[0:15]"]
+    again = _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert len(scans) == 2  # both parts came from the cache
+    assert [(e.key, e.label, e.split, e.ref) for e in again.examples] == \
+        [(e.key, e.label, e.split, e.ref) for e in first.examples]
+    assert again.read(again.examples[-1]) == first.read(first.examples[-1])
+    _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {"split_train": "train[:24]"})
+    assert scans[2:] == ["train[0:24]"]  # another split is another index; test is still cached
+    # prepared again (a record file rewritten): scanned again
+    record = next((data_dir / "tiny_colors" / "1.0.0").glob("tiny_colors-test.tfrecord*"))
+    stat = record.stat()
+    os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    _context(tmp_path, data_dir).load_dataset("tfds:tiny_colors", {})
+    assert scans[3:] == ["train[0:36]", "test[0:15]"]

@@ -273,6 +273,11 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_
     for got, want in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert resumed.val_accuracy == whole.val_accuracy
+    # the per-step train curve goes on too: steps 13-15, trained twice, count once
+    assert [p["step"] for p in resumed.train_curve] == [p["step"] for p in whole.train_curve] == list(range(1, 31))
+    for got, want in zip(resumed.train_curve, whole.train_curve, strict=True):
+        assert (got["loss"], got["train_accuracy"]) == (pytest.approx(want["loss"], rel=1e-4),
+                                                        pytest.approx(want["train_accuracy"]))
     assert training.read_status(tmp_path / "cut")["done"] is True
     # Finished before its result was recorded: resuming trains no further and gives the same model.
     again = training.train_model(_no_dropout(seed=3), xt, yt, xv, yv, run_dir=tmp_path / "cut", resume=True,

@@ -12,6 +12,7 @@ import numpy as np
 
 from xferbench.errors import OptionError, UserError
 from xferbench.head import ProgressCallback
+from xferbench.step_curve import StepCurve
 from xferbench_heads import LOGREG_OPTIONS
 from xferbench_heads._dense import (
     ROW_CHUNK,
@@ -81,7 +82,8 @@ class LogRegHead(DenseHead):
         started = time.perf_counter()
         mean, scale = standardizer(x)
         xs = (x - mean) / scale
-        choice = _Choice(xv, yv, on_progress, started)
+        choice = _Choice(x, y, xv, yv, on_progress, started)
+        self.step_curve = choice.train_curve
         model = self._new_model(self.grid[0], seed)
         for c in self.grid:
             # Small to large C with warm starts: each fit starts near its neighbour's optimum.
@@ -126,7 +128,8 @@ class LogRegHead(DenseHead):
         classes = np.unique(y)
         rng = np.random.default_rng(seed)
         starts = [start for start, _ in _chunk_bounds(len(x))]
-        choice = _Choice(xv, yv, on_progress, started)
+        choice = _Choice(x, y, xv, yv, on_progress, started)
+        self.step_curve = choice.train_curve
         for c in self.grid:
             model = SGDClassifier(loss="log_loss", alpha=1.0 / (c * len(x)), random_state=seed)
             for _ in range(OUT_OF_CORE_EPOCHS):
@@ -196,27 +199,37 @@ def _chunked_standardizer(x: OutOfCoreRows) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
-def _scores(layer: DenseLayer, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Validation accuracy and mean cross-entropy of one candidate."""
-    probs = softmax(x @ layer.kernel + layer.bias)
-    accuracy = float(np.mean(probs.argmax(axis=1) == y))
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-300, None))))
-    return accuracy, loss
+def _scores(layer: DenseLayer, x: np.ndarray | OutOfCoreRows, y: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of one candidate on raw features ``x`` (read a chunk at a time)."""
+    correct, log_loss = 0.0, 0.0
+    for start in range(0, len(x), ROW_CHUNK):
+        rows, labels = x[start:start + ROW_CHUNK], y[start:start + ROW_CHUNK]
+        probs = softmax(rows @ layer.kernel + layer.bias)
+        correct += float(np.sum(probs.argmax(axis=1) == labels))
+        log_loss -= float(np.sum(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-300, None))))
+    return correct / len(y), log_loss / len(y)
 
 
 class _Choice:
-    """The C values tried, each one point of the head's validation curve, and the best of them.
+    """The C values tried, each one point of the head's curves, and the best of them.
 
-    Best: the highest validation accuracy, then the lowest validation loss, then the smallest C.
+    Point ``i`` (1-based, the i-th C of the grid from small to large) of the validation curve is the
+    candidate's validation accuracy; of the train curve its cross-entropy (the L2 term left out) and
+    accuracy on the whole training split. Best: the highest validation accuracy, then the lowest
+    validation loss, then the smallest C.
     """
 
-    def __init__(self, xv: np.ndarray, yv: np.ndarray, on_progress: ProgressCallback | None, started: float) -> None:
-        self.xv, self.yv, self.on_progress, self.started = xv, yv, on_progress, started
+    def __init__(self, x: np.ndarray | OutOfCoreRows, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+                 on_progress: ProgressCallback | None, started: float) -> None:
+        self.x, self.y, self.xv, self.yv, self.on_progress, self.started = x, y, xv, yv, on_progress, started
         self.scores: list[dict[str, Any]] = []
+        self.train_curve = StepCurve()
         self._best: tuple[tuple[float, float, float], DenseLayer] | None = None
 
     def consider(self, c: float, layer: DenseLayer, converged: bool | None) -> None:
         val_acc, val_loss = (_scores(layer, self.xv, self.yv) if len(self.yv) else (None, None))
+        train_acc, train_loss = _scores(layer, self.x, self.y)
+        self.train_curve.add(len(self.scores) + 1, train_loss, train_acc)
         self.scores.append({"C": c, "val_accuracy": val_acc, "val_loss": val_loss, "converged": converged})
         key = (-(val_acc or 0.0), val_loss if val_loss is not None else 0.0, c)
         if self._best is None or key < self._best[0]:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from xferbench.head import ProgressCallback
+from xferbench.step_curve import StepCurve
 from xferbench_heads import MLP_OPTIONS
 from xferbench_heads._dense import (
     DenseLayer,
@@ -74,6 +75,7 @@ class MLPHead(NumpyTrainedHead):
         keep, wd, batch = 1.0 - opts["dropout"], opts["weight_decay"], opts["batch_size"]
         best: tuple[tuple[float, float], int, list[np.ndarray]] | None = None
         self.eval_seconds = 0.0
+        self.step_curve = StepCurve()
         started = time.perf_counter()
         steps = 0
         for epoch in range(1, opts["epochs"] + 1):
@@ -85,7 +87,11 @@ class MLPHead(NumpyTrainedHead):
                 mask = (rng.random(pre.shape) < keep).astype(np.float32) / np.float32(keep)
                 h = np.maximum(pre, 0) * mask
                 grad_logits = softmax(h @ w2 + b2)
-                grad_logits[np.arange(n), yb] -= 1.0
+                rows = np.arange(n)
+                # the batch's cross-entropy and accuracy as training saw them (dropout on), before the update
+                self.step_curve.add(steps + 1, -np.mean(np.log(np.clip(grad_logits[rows, yb], 1e-30, None))),
+                                    np.mean(grad_logits.argmax(axis=1) == yb))
+                grad_logits[rows, yb] -= 1.0
                 grad_logits /= n
                 grad_h = (grad_logits @ w2.T) * mask * (pre > 0)
                 grads = [xb.T @ grad_h + wd * w1, grad_h.sum(axis=0), h.T @ grad_logits + wd * w2,

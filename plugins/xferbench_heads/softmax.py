@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from xferbench.head import ProgressCallback
+from xferbench.step_curve import StepCurve
 from xferbench_heads import SOFTMAX_OPTIONS
 from xferbench_heads._dense import DenseLayer, NumpyTrainedHead, check_training_data, softmax
 
@@ -56,6 +57,8 @@ class SoftmaxHead(NumpyTrainedHead):
         best: tuple[float, int, np.ndarray, np.ndarray] | None = None
         since_best = 0
         self.eval_seconds = 0.0
+        self.step_curve = StepCurve()
+        rows = np.arange(batch)
         started = time.perf_counter()
         step = 0
         for step in range(1, steps + 1):
@@ -63,7 +66,11 @@ class SoftmaxHead(NumpyTrainedHead):
             xb = x[idx]
             # d(mean cross-entropy)/d(logits) = (softmax - one_hot) / batch
             grad = softmax(xb @ kernel + bias)
-            grad[np.arange(batch), y[idx]] -= 1.0
+            yb = y[idx]
+            # the batch's cross-entropy and accuracy before this step's update (the train curve)
+            self.step_curve.add(step, -np.mean(np.log(np.clip(grad[rows, yb], 1e-300, None))),
+                                np.mean(grad.argmax(axis=1) == yb))
+            grad[rows, yb] -= 1.0
             grad /= batch
             kernel -= lr * (xb.T @ grad)
             bias -= lr * grad.sum(axis=0)

@@ -10,8 +10,11 @@ from collections.abc import Callable
 from xferbench import BackboneSpec, Option, hookimpl
 
 OPTIONS = (
-    Option("precision", str, "float32", "compute precision of the network; features are always float32",
-           choices=("float32", "bfloat16")),
+    Option("precision", str, "float32", "compute precision of the network; features are always float32 "
+           "(int8: a full-integer TFLite model in LiteRT, calibrated on training images)",
+           choices=("float32", "bfloat16", "int8")),
+    Option("int8_calibration_images", int, 100, "precision=int8: training images that calibrate the int8 model",
+           min=1),
     Option("batch_size", int, 0, "images per forward pass; 0: 8 on a CPU (larger batches only thrash "
            "its caches), 64 on a GPU", min=0, max=4096),
     Option("archive", str, "zip", "which published archive to download: inception_dec_2015.zip or "

@@ -48,6 +48,7 @@ class Inception2015(NetworkBackbone):
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)
         self._precision: str = self.options.get("precision") or "float32"
+        self.calibration_images = int(self.options.get("int8_calibration_images") or self.calibration_images)
         self._batch_size: int = int(self.options.get("batch_size") or 0)  # 0: chosen in load()
         self._xla: bool = bool(self.options.get("xla"))
         self._prefetch: str = self.options.get("prefetch") or "auto"
@@ -66,7 +67,9 @@ class Inception2015(NetworkBackbone):
         where = f"{graph_file.source}:{graph_file.member}" if graph_file.member else str(graph_file.source)
         graph_def = graphs.parse(graph_file)
         interface = graphs.verify(graph_def, where)
-        rewritten = graphs.rewrite(graph_def, interface, where, self._precision)
+        # int8 converts the float32 graph (xferbench.int8)
+        network_precision = "float32" if self._precision == "int8" else self._precision
+        rewritten = graphs.rewrite(graph_def, interface, where, network_precision)
         function = _build_function(rewritten.graph_def, interface, self._xla)
         on_gpu = _has_gpu()
         if not self._batch_size:

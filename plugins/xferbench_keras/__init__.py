@@ -16,8 +16,10 @@ KERAS_OPTIONS = (
            gt=0),
     Option("input_size", int, None, "square input size in pixels; default: the model's (224, 299, ...)", min=32),
     _BATCH,
-    Option("precision", str, "float32", "compute dtype (bfloat16: mixed precision)",
-           choices=("float32", "bfloat16")),
+    Option("precision", str, "float32", "compute dtype (bfloat16: mixed precision; int8: a full-integer TFLite "
+           "model in LiteRT, calibrated on training images)", choices=("float32", "bfloat16", "int8")),
+    Option("int8_calibration_images", int, 100, "precision=int8: training images that calibrate the int8 model",
+           min=1),
 )
 
 HUB_OPTIONS = (

@@ -199,6 +199,7 @@ class KerasBackbone(NetworkBackbone):
         self.preprocessing = Preprocessing(size=(self.input_size, self.input_size),
                                            **NORMALISATIONS[self.normalisation])
         self._precision: str = options.get("precision") or "float32"
+        self.calibration_images = int(options.get("int8_calibration_images") or self.calibration_images)
 
         self.weights_file: Path | None = None
         if context.weights is not None:
@@ -332,6 +333,8 @@ class KerasBackbone(NetworkBackbone):
             "input_size": self.input_size,
             "alpha": self.alpha,
             "precision": self._precision,
+            **({"int8_calibration_images": self.calibration_images,
+                "int8_model": str(self._int8[1].path) if self._int8 else None} if self._precision == "int8" else {}),
             "keras_version": keras.__version__,
         }
 

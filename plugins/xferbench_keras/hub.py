@@ -183,6 +183,17 @@ class HubBackbone(NetworkBackbone):
         # known after loading; it changes the features, so it is part of the cache key.
         return f"{PREPROCESSING_REVISION}-{self.input_size}px-unit"
 
+    def flops_per_image(self) -> float:
+        """FLOPs of one forward pass, counted from the loaded module's graph as ``keras:`` counts (:mod:`xferbench.flops`).
+
+        The module's restored functions are traced into one graph and counted through; a module whose
+        graph hides a counted op's shape raises, which the harness records as unknown (MFU ``-``).
+        """
+        from xferbench.flops import function_flops
+
+        self._load()
+        return function_flops(self._call, (self.input_size, self.input_size, 3))
+
     def info(self) -> dict[str, Any]:
         return {"handle": self.handle, "folder": str(self._folder) if self._folder else None,
                 "input_size": self._input_size, "input_range": "[0, 1]"}

@@ -14,5 +14,10 @@ def xferbench_register_backbones(register):
             Option("pretrain_epochs", int, 20, "epochs of pretraining", min=1),
             Option("learning_rate", float, 0.003, "Adam learning rate of pretraining", gt=0),
             Option("batch_size", int, 256, "images per extraction batch", min=1),
+            Option("precision", str, "float32", "compute precision of extraction (bfloat16: mixed precision; int8: "
+                   "a full-integer TFLite model in LiteRT, calibrated on training images)",
+                   choices=("float32", "bfloat16", "int8")),
+            Option("int8_calibration_images", int, 100,
+                   "precision=int8: training images that calibrate the int8 model", min=1),
         ),
     ))

@@ -19,6 +19,7 @@ from xferbench.backbone import NetworkBackbone
 from xferbench.data import ImageData
 from xferbench.decoding import Preprocessing, preprocess_all
 from xferbench.errors import UserError
+from xferbench.precision import keras_dtype_policy
 
 INPUT_SIZE = 28
 BOTTLENECK = "bottleneck"
@@ -69,6 +70,10 @@ class LeNet5(NetworkBackbone):
         # One forward pass per extract() call, as the harness hands the images over.
         self.extract_batch_size = self.batch_size = options["batch_size"]
         self.seed = context.seed
+        self._precision: str = options.get("precision") or "float32"
+        self.calibration_images = int(options.get("int8_calibration_images") or self.calibration_images)
+        if self._precision != "float32":  # other features: other cache entries (float32 keeps its old key)
+            self.preprocessing_version = f"{self.preprocessing_version}-{self._precision}"
         self._weights_path: Path | None = None
         self._feature_model: Any = None
         self._source: dict[str, Any] = {}
@@ -163,15 +168,21 @@ class LeNet5(NetworkBackbone):
         import keras
 
         if self._feature_model is None:
-            full = self._load_full(self.seed)
-            self._feature_model = keras.Model(full.input, full.get_layer(BOTTLENECK).output)
+            with keras_dtype_policy(self._precision):  # int8 converts the float32 network (xferbench.int8)
+                full = self._load_full(self.seed)
+                self._feature_model = keras.Model(full.input, full.get_layer(BOTTLENECK).output)
         return self._feature_model
 
+    def precision(self) -> str:
+        return self._precision
+
     def forward(self, batch: Any) -> np.ndarray:
-        return self._features().predict_on_batch(batch)
+        return np.asarray(self._features().predict_on_batch(batch), dtype=np.float32)
 
     def tf_forward(self, batch: Any) -> Any:
-        return self._features()(batch, training=False)
+        import tensorflow as tf
+
+        return tf.cast(self._features()(batch, training=False), tf.float32)
 
     def exported_network(self) -> Any:
         return self._features()
@@ -195,4 +206,8 @@ class LeNet5(NetworkBackbone):
         return model_flops(self._features())
 
     def info(self) -> dict[str, Any]:
-        return dict(self._source)
+        extra: dict[str, Any] = {"precision": self._precision} if self._precision != "float32" else {}
+        if self._precision == "int8":
+            extra.update(int8_calibration_images=self.calibration_images,
+                         int8_model=str(self._int8[1].path) if self._int8 else None)
+        return {**self._source, **extra}

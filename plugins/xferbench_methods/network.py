@@ -58,6 +58,7 @@ class NetworkTraining(Method):
         return record.update(
             status="ok", n_train=len(train), n_val=len(val), n_test=len(test),
             skipped_files=context.dataset.skipped_counts(), train_seconds=outcome.seconds, curve=outcome.curve,
+            train_curve=outcome.train_curve,
             eval_seconds=outcome.eval_seconds, cold_seconds=outcome.seconds, warm_seconds=outcome.seconds,
             val_accuracy=outcome.val_accuracy, strategy=distribution.name, replicas=distribution.replicas,
             training={"steps": outcome.steps, "epochs": outcome.epochs, "stopped_by": outcome.stopped_by,

@@ -38,7 +38,9 @@ class Transfer(Method):
         val_accuracy = float((head.predict(val.x) == val.y).mean()) if len(val) else None
         save_transfer_run(context, head)
         record.update(status="ok", n_train=len(train), n_val=len(val), n_test=len(test), train_seconds=train_seconds,
-                      eval_seconds=eval_seconds, val_accuracy=val_accuracy, curve=curve, head_info=head.info(),
+                      eval_seconds=eval_seconds, val_accuracy=val_accuracy, curve=curve,
+                      train_curve=steps.points() if (steps := getattr(head, "step_curve", None)) else [],
+                      head_info=head.info(),
                       run_dir=str(context.run_dir))
         context.record_features()
         return record

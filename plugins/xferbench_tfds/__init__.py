@@ -24,7 +24,12 @@ TFDS_OPTIONS = (
     Option("split_seed", int, 0, "seed of that carve-out (not the run seed, so it stays put)"),
     Option("label_transform", str, None, "derive the label from the example's features: a built-in name "
                                          "(see docs/suites.md) or module:attr of a LabelTransform"),
-    Option("manual_dir", str, None, "xferbench fetch: the folder holding files you downloaded by hand"),
+    Option("module", str, None, "import this module first: it defines the TFDS builder of a dataset that is not "
+                                "in TFDS's catalog (e.g. my_datasets.flowers; its folder on PYTHONPATH)"),
+    Option("manual_dir", str, None, "xferbench fetch: the folder holding files you downloaded by hand "
+                                    "(default: DATA_DIR/downloads/manual)"),
+    Option("retries", int, 3, "xferbench fetch: retries of a failed connection (TFDS's own default is 10, "
+                              "minutes of waiting when offline)", min=0),
 )
 
 

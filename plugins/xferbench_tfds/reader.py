@@ -13,19 +13,26 @@ and the dataset's warnings say so (they go into the results document).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib
+import json
 import os
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xferbench import __version__
+from xferbench.atomic import atomic_write_text
 from xferbench.data import Example, ImageDataset, Split, select_classes
 from xferbench.errors import UserError, one_line
-from xferbench_tfds.transforms import LabelTransform, resolve
+from xferbench_tfds.transforms import BUILT_IN, LabelTransform, resolve
 
 if TYPE_CHECKING:
     from xferbench.context import RunContext
@@ -63,12 +70,20 @@ def _where(data_dir: str | None) -> str:
     return data_dir or "TFDS's default folder (~/tensorflow_datasets)"
 
 
-def load_builder(name: str, data_dir: str | None) -> Any:
+def load_builder(name: str, data_dir: str | None, module: str | None = None) -> Any:
     """The builder of ``name``: the installed one, else one read from the prepared files alone.
 
     ``name`` may also be the folder of a prepared dataset version (holding dataset_info.json).
+    ``module`` is imported first: TFDS registers a builder class when it is defined, so a user's
+    builder that is not in TFDS's catalog is found by its name once its module is imported.
     """
     tfds = _tfds()
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(f"dataset 'tfds:{name}': module={module!r} cannot be imported ({one_line(exc)}); "
+                            f"put its folder on PYTHONPATH") from None
     if Path(name, "dataset_info.json").is_file():
         return tfds.builder_from_directory(name)
     try:
@@ -201,8 +216,51 @@ class _ChunkReader:
 
 
 def _labels(builder: Any, part: _Part, label_key: str, transform: LabelTransform | None,
-            name: str, data_dir: str | None) -> list[tuple[str, int]]:
-    """``[(tfds_id, label)]`` of ``part`` in record order; images are not parsed."""
+            name: str, data_dir: str | None, context: RunContext) -> list[tuple[str, int]]:
+    """The label index of ``part``: from xferbench's cache when the prepared files are unchanged, else scanned.
+
+    Scanning reads every record of the split (images included) just for the labels; a suite, a
+    resume, each Ray worker and each later run would do it again.
+    """
+    key = _label_index_key(builder, part, label_key, transform)
+    path = None
+    if key is not None:
+        try:
+            path = context.subdir("tfds-labels") / f"{key}.json"
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            return list(zip(stored["ids"], stored["labels"], strict=True))
+        except (OSError, UserError, ValueError, KeyError, TypeError):
+            pass  # not cached yet, unreadable or no cache folder: scan
+    rows = _scan_labels(builder, part, label_key, transform, name, data_dir)
+    if path is not None:
+        with contextlib.suppress(OSError):  # DiskWriteError too: the cache only saves time
+            atomic_write_text(path, json.dumps({"ids": [k for k, _ in rows], "labels": [v for _, v in rows]}))
+    return rows
+
+
+def _label_index_key(builder: Any, part: _Part, label_key: str, transform: LabelTransform | None) -> str | None:
+    """What a label index depends on, hashed: the prepared files (name, size, mtime), the split, the label.
+
+    None where a cached index could go stale unseen: mock data (no files) or a transform from
+    the user's code (it may change; built-in ones are pinned by xferbench's version).
+    """
+    if part.absolute is None or not builder.data_dir:
+        return None
+    if transform is not None and BUILT_IN.get(transform.name) is not transform:
+        return None
+    try:
+        folder = Path(os.fspath(builder.data_dir)).resolve()
+        files = sorted((f.name, st.st_size, st.st_mtime_ns) for f in folder.iterdir() for st in (f.stat(),))
+    except OSError:
+        return None
+    labelled_by = f"transform:{transform.name}" if transform is not None else label_key
+    what = [str(folder), files, part.index_spec(), labelled_by, __version__]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
+
+
+def _scan_labels(builder: Any, part: _Part, label_key: str, transform: LabelTransform | None,
+                 name: str, data_dir: str | None) -> list[tuple[str, int]]:
+    """``[(tfds_id, label)]`` of ``part`` in record order; images are not parsed (but every record is read)."""
     tfds = _tfds()
     reads = dict(transform.reads) if transform is not None else {label_key: True}
     out: list[tuple[str, int]] = []
@@ -249,7 +307,7 @@ def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> 
     """Factory of ``tfds:NAME[/CONFIG][:CLASSES]``."""
     name, subset = parse_arg(arg or "")
     data_dir = data_dir_of(context)
-    builder = load_builder(name, data_dir)
+    builder = load_builder(name, data_dir, options.get("module"))
     features = builder.info.features
     image_key = _feature_key(features, options.get("image_key"), "Image", "image", "image_key")
     transform = resolve(options["label_transform"]) if options.get("label_transform") else None
@@ -272,7 +330,8 @@ def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> 
                                  "test": _part(builder, options["split_test"], 0, "split_test")}
     if split_val is not None:
         parts["val"] = _part(builder, split_val, options["val_examples"], "split_val")
-    labelled = {split: _labels(builder, part, label_key, transform, name, data_dir) for split, part in parts.items()}
+    labelled = {split: _labels(builder, part, label_key, transform, name, data_dir, context)
+                for split, part in parts.items()}
     carved: set[str] = set()
     if split_val is None:
         carved = _carve(labelled["train"], options["val_pct"], options["split_seed"])
@@ -297,20 +356,52 @@ def create(arg: str | None, options: Mapping[str, Any], context: RunContext) -> 
 
 
 def fetch(arg: str | None, options: Mapping[str, Any], context: RunContext, source: Path | None) -> Path:
-    """``xferbench fetch tfds:NAME [--opt manual_dir=DIR]``: TFDS's own download_and_prepare, with its progress."""
+    """``xferbench fetch tfds:NAME [--data-dir DIR] [--from DIR | --opt manual_dir=DIR]``: TFDS's own
+    download_and_prepare, its progress on stdout (stderr keeps the one line of a failure)."""
     tfds = _tfds()
     name, _ = parse_arg(arg or "")
     data_dir = data_dir_of(context)
-    builder = load_builder(name, data_dir)
+    builder = load_builder(name, data_dir, options.get("module"))
+    if source is not None:
+        source = source if source.is_dir() else source.parent  # TFDS looks files up by name in the manual dir
     manual_dir = options.get("manual_dir") or (str(source) if source is not None else None)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    if context.progress.quiet:
+        tfds.disable_progress_bar()
     try:
-        builder.download_and_prepare(download_config=config)
+        with _download_retries(options["retries"]), contextlib.redirect_stderr(sys.stdout):
+            builder.download_and_prepare(download_config=config)
     except Exception as exc:
-        manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-        target = manual_dir or str(Path(builder.data_dir).parent.parent / "downloads" / "manual")
-        how = ("it needs files downloaded by hand (see its TFDS catalog page)" if manual else
-               "download its files on a machine with internet access (or prepare it there and copy its folder)")
-        raise UserError(f"tfds:{name}: download_and_prepare failed ({one_line(exc)[:200]}); {how}, put them in "
-                        f"{target} and run `xferbench fetch tfds:{name} --opt manual_dir={target}`") from None
+        target = manual_dir or str(Path(builder.data_dir_root) / "downloads" / "manual")
+        if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+            how = "it needs files downloaded by hand (its TFDS catalog page says which)"
+        else:
+            how = "download its files on a machine with internet access"
+        raise UserError(f"tfds:{name}: download_and_prepare failed ({_reason(exc)}); {how}, put them in "
+                        f"{target} and run `xferbench fetch tfds:{name} --opt manual_dir={target}` (or prepare "
+                        f"it where there is internet and copy {builder.data_dir} here)") from None
     return Path(builder.data_dir)
+
+
+fetch.accepts_folders = True  # type: ignore[attr-defined]  # --from DIR: the manual dir
+
+
+def _reason(exc: Exception) -> str:
+    """A failed download names its URL (requests' errors carry the request); anything else its message."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    if url:
+        return f"cannot download {url}: {type(exc).__name__}"
+    return one_line(exc)[:240]
+
+
+@contextlib.contextmanager
+def _download_retries(retries: int) -> Iterator[None]:
+    """TFDS retries a refused connection 10 times with backoff (minutes offline); ``retries`` sets how often."""
+    from tensorflow_datasets.core.download import downloader
+
+    saved = downloader.MAX_RETRIES
+    downloader.MAX_RETRIES = retries
+    try:
+        yield
+    finally:
+        downloader.MAX_RETRIES = saved

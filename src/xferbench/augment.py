@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,7 +146,7 @@ def tf_distorted_input(rgb: Any, params: Any, preprocessing: Any) -> Any:
 
 
 class CopyPreprocessor:
-    """Images + draws -> the backbone's input batch of distorted copies, in one traced call per batch."""
+    """Images + draws -> the backbone's inputs of distorted copies: one traced call per copy, or per image."""
 
     def __init__(self, preprocessing: Any) -> None:
         import tensorflow as tf
@@ -164,6 +165,17 @@ class CopyPreprocessor:
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([5], tf.float32)])
         self.spec = spec
 
+        def many(rgb: Any, params: Any) -> Any:
+            return tf.map_fn(lambda row: tf_distorted_input(rgb, row, preprocessing), params,
+                             fn_output_signature=spec)
+
+        # Every copy of one image in one call: decoded once, distorted copy by copy.
+        self._many_from_file = tf.function(
+            lambda contents, params: many(tf_decode(contents, preprocessing), params),
+            input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([None, 5], tf.float32)])
+        self._many_from_pixels = tf.function(
+            many, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, 5], tf.float32)])
+
     def one(self, image: Any, params: np.ndarray) -> np.ndarray | None:
         """One copy's input ``preprocessing.input_shape``; None when the image does not decode."""
         import tensorflow as tf
@@ -176,6 +188,25 @@ class CopyPreprocessor:
                 return np.asarray(self._from_file(tf.constant(raw), params))
             rgb = to_rgb(image)
             return None if rgb is None else np.asarray(self._from_pixels(rgb, params))
+        except tf.errors.OpError:
+            return None
+
+    def many(self, image: Any, params: np.ndarray) -> np.ndarray | None:
+        """The inputs of several copies of one image, ``[len(params), *input_shape]``; None when it does not decode.
+
+        The image is decoded once for all of them (:meth:`one` decodes it per copy).
+        """
+        import tensorflow as tf
+
+        from xferbench.decoding import as_bytes, to_rgb
+
+        params = np.asarray(params, np.float32).reshape(-1, 5)
+        raw = as_bytes(image)
+        try:
+            if raw is not None:
+                return np.asarray(self._many_from_file(tf.constant(raw), params))
+            rgb = to_rgb(image)
+            return None if rgb is None else np.asarray(self._many_from_pixels(rgb, params))
         except tf.errors.OpError:
             return None
 
@@ -256,6 +287,7 @@ def extract_copies(backbone: Any, dataset: Any, examples: list[Any], settings: A
     if not isinstance(backbone, NetworkBackbone):
         raise UserError(f"--augment needs a backbone built on NetworkBackbone (a preprocessing and a forward "
                         f"pass); {backbone.name!r} is not one")
+    backbone.calibrate(dataset, Path(cache_root).parent)  # precision=int8: copies go through the int8 model
     cache = BottleneckCache(cache_root, backbone.cache_namespace(), backbone.feature_dim)
     count = len(examples) * settings.copies
     features = np.full((count, backbone.feature_dim), np.nan, dtype=np.float32)
@@ -271,7 +303,7 @@ def extract_copies(backbone: Any, dataset: Any, examples: list[Any], settings: A
             return
         network_before = backbone.network_seconds
         forward_started = time.perf_counter()
-        rows = np.asarray(backbone.forward(np.stack([x for _, x, _ in pending])), dtype=np.float32)
+        rows = np.asarray(backbone.bottleneck_forward(np.stack([x for _, x, _ in pending])), dtype=np.float32)
         backbone.network_seconds = network_before + time.perf_counter() - forward_started
         for (row_index, _, digest), row in zip(pending, rows, strict=True):
             features[row_index] = row
@@ -284,6 +316,7 @@ def extract_copies(backbone: Any, dataset: Any, examples: list[Any], settings: A
         for index, example in enumerate(examples):
             image = dataset.read(example)
             base = image_digest(image)
+            missing: list[tuple[int, str, np.ndarray]] = []  # (row, cache address, draw) of copies to compute
             for copy in range(settings.copies):
                 row_index = index * settings.copies + copy
                 digest = copy_digest(base, settings, seed, copy)
@@ -291,17 +324,20 @@ def extract_copies(backbone: Any, dataset: Any, examples: list[Any], settings: A
                 if cached is not None:
                     features[row_index] = cached
                     result.cache_hits += 1
-                    continue
+                else:
+                    missing.append((row_index, digest, draw_for_copy(settings, seed, base, copy)))
+            if missing:
                 if started is None:
                     started = time.perf_counter()
                 preprocessor = preprocessor or CopyPreprocessor(backbone.preprocessing)
-                pixels = preprocessor.one(image, draw_for_copy(settings, seed, base, copy))
-                if pixels is None:
-                    result.failed += 1
-                    continue
-                pending.append((row_index, pixels, digest))
-                if len(pending) >= backbone.batch_size:
-                    flush()
+                inputs = preprocessor.many(image, np.stack([params for _, _, params in missing]))
+                if inputs is None:
+                    result.failed += len(missing)
+                else:
+                    for (row_index, digest, _), pixels in zip(missing, inputs, strict=True):
+                        pending.append((row_index, pixels, digest))
+                        if len(pending) >= backbone.batch_size:
+                            flush()
             task.advance(settings.copies)
         flush()
     result.seconds = time.perf_counter() - started if started is not None else 0.0

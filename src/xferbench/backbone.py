@@ -6,11 +6,12 @@ import abc
 import re
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xferbench.data import ImageData
+from xferbench.data import ImageData, ImageDataset
 from xferbench.decoding import Preprocessing, decoder_for, preprocess_all, tf_preprocess
 from xferbench.errors import UserError
 
@@ -58,6 +59,13 @@ class Backbone(abc.ABC):
 
     def precision(self) -> str:
         return "float32"
+
+    def calibrate(self, dataset: ImageDataset, cache_dir: Path) -> None:  # noqa: B027 - optional hook
+        """Called with the cell's dataset before its features are extracted (and ``cache_namespace`` read).
+
+        ``precision=int8`` calibrates its int8 model on ``dataset``'s training images here; other
+        backbones ignore it. ``cache_dir``: the harness's cache root.
+        """
 
     def flops_per_image(self) -> float | None:
         """FLOPs of one image's forward pass, counted from the network's graph (2 per multiply-add of its
@@ -120,6 +128,11 @@ class NetworkBackbone(Backbone):
     #: backbones keep the keys they had before this template, so their caches stay valid)
     preprocessing_version: str | None = None  # type: ignore[assignment]
 
+    #: ``precision=int8``: how many training images calibrate the int8 model (a backbone's option may set it)
+    calibration_images: int = 100
+    #: ``precision=int8``: (calibration digest, the int8 network) once :meth:`calibrate` ran
+    _int8: tuple[str, Any] | None = None
+
     #: how images become :meth:`forward`'s input; set it as a class attribute, in ``__init__``, or as a
     #: property (read after :meth:`prepare`, so it may depend on the loaded weights)
     preprocessing: Preprocessing
@@ -133,9 +146,43 @@ class NetworkBackbone(Backbone):
         """
 
     def cache_namespace(self) -> str:
+        return self._network_namespace() + self._int8_namespace()
+
+    def _network_namespace(self) -> str:
         # Without a preprocessing_version of its own, the backbone is keyed by its preprocessing itself.
         version = self.preprocessing_version or self.preprocessing.digest()
         return f"{self.name}|{self.weights_sha256}|pre{version}"
+
+    # -- precision=int8 ------------------------------------------------------------------------
+    def _int8_namespace(self) -> str:
+        """int8 features depend on the calibration images too: their digest keeps each calibration apart."""
+        if self.precision() != "int8":
+            return ""
+        if self._int8 is None:
+            raise RuntimeError(f"{self.name} with precision=int8: calibrate(dataset, cache_dir) must run before "
+                               f"extraction")
+        return f"|int8cal{self.calibration_images}-{self._int8[0][:16]}"
+
+    def calibrate(self, dataset: ImageDataset, cache_dir: Path) -> None:
+        """``precision=int8``: the int8 model calibrated on ``dataset``'s training images, cached or converted.
+
+        A dataset without training images (a test-only subset) keeps the current calibration.
+        """
+        if self.precision() != "int8" or (self._int8 is not None and not dataset.split("train")):
+            return
+        from xferbench.int8 import calibration, load_or_convert
+
+        images, digest = calibration(dataset, self.calibration_images, self.name)
+        if self._int8 is None or self._int8[0] != digest:
+            self._int8 = (digest, load_or_convert(self, self._network_namespace(), images, digest, cache_dir))
+
+    def bottleneck_forward(self, batch: Any) -> Any:
+        """The network at the backbone's precision: :meth:`forward`, or the int8 model for ``precision=int8``."""
+        if self.precision() != "int8":
+            return self.forward(batch)
+        if self._int8 is None:
+            raise RuntimeError(f"{self.name} with precision=int8: calibrate(dataset, cache_dir) must run first")
+        return self._int8[1](batch)
 
     @property
     def model_preprocessing(self) -> Preprocessing:
@@ -147,7 +194,7 @@ class NetworkBackbone(Backbone):
         decoder = decoder_for(self.preprocessing, prefetch=self.prefetch)
         for indices, batch in decoder.batches(images, self.batch_size):
             started = time.perf_counter()
-            out[indices] = np.asarray(self.forward(batch), dtype=np.float32)
+            out[indices] = np.asarray(self.bottleneck_forward(batch), dtype=np.float32)
             self.network_seconds += time.perf_counter() - started
         return out
 

@@ -130,6 +130,7 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     fetch.add_argument("name", help="e.g. inception_2015 or flowers")
     fetch.add_argument("--from", dest="source", type=Path, help="import a file (or a folder, where the component takes one) you downloaded yourself")
     fetch.add_argument("--opt", action="append", default=[], metavar="K=V", help="an option of the component")
+    fetch.add_argument("--data-dir", type=Path, help="where a dataset that keeps its own folder is prepared (tfds:)")
 
     extract = sub.add_parser("extract", parents=[common], help="write bottleneck features of a dataset to .npz")
     extract.add_argument("--backbone", required=True)
@@ -179,6 +180,9 @@ def build_parser(catalog: Any = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--watch", required=True, type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
     evaluate.add_argument("--until-done", action="store_true", help="stop after the final checkpoint")
+    evaluate.add_argument("--tensorboard", type=Path, metavar="DIR",
+                          help="also write each checkpoint's validation accuracy into the run's TensorBoard run "
+                               "(the DIR given to run --tensorboard)")
     from xferbench import cache_admin
 
     cache_admin.add_parser(sub, common)
@@ -404,7 +408,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from xferbench.evaluate import watch
 
         import_tensorflow_quietly()
-        watch(args.watch, interval=args.interval, until_done=args.until_done)
+        watch(args.watch, interval=args.interval, until_done=args.until_done, tensorboard=args.tensorboard)
         return 0
     if args.command == "machine":
         from xferbench.paths import default_cache_dir
@@ -756,7 +760,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if args.source is not None and args.source.is_dir() and not getattr(fetcher, "accepts_folders", False):
         raise UserError(f"--from {args.source} is a folder; {spec.kind} {spec.name!r} imports a file")
     import_tensorflow_quietly()  # only now: names and files are checked in a fraction of a second
-    path = fetcher(arg, options, _context(args, catalog), args.source)
+    path = fetcher(arg, options, _context(args, catalog, data_dir=args.data_dir), args.source)
     print(f"{spec.name}: ready at {path}")
     return 0
 

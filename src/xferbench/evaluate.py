@@ -2,7 +2,8 @@
 
 Every ``interval`` seconds the newest checkpoint of ``run_dir`` is restored with its
 EMA weights into a rebuilt model and scored on the validation split that training
-saved, printing ``After <step> training steps, validation accuracy = <acc>``.
+saved, printing ``After <step> training steps, validation accuracy = <acc>``; with a
+TensorBoard folder, each accuracy also goes to the training run's TensorBoard run.
 """
 
 from __future__ import annotations
@@ -53,17 +54,23 @@ def _print_now(line: str) -> None:
 
 
 def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
-          out: Callable[[str], None] = _print_now) -> list[tuple[int, float | None]]:
+          out: Callable[[str], None] = _print_now,
+          tensorboard: Path | str | None = None) -> list[tuple[int, float | None]]:
     """Evaluate each new checkpoint of ``run_dir`` as it appears; return what was printed.
 
     Runs until interrupted (Ctrl-C returns normally; SIGTERM or SIGHUP, raised by the CLI as
     :class:`~xferbench.errors.Interrupted`, propagate), or with ``until_done`` until the final
     checkpoint has been evaluated once the run's status says training is done. A checkpoint that
-    training deletes (it keeps the newest 5) before it is read is skipped.
+    training deletes (it keeps the newest 5) before it is read is skipped. With ``tensorboard``
+    (``--tensorboard DIR``), each accuracy is also written as ``evaluate/val_accuracy`` at the
+    checkpoint's step into ``DIR/<name of run_dir>``, the run ``xferbench run --tensorboard DIR`` writes.
     """
     import tensorflow as tf
 
+    from xferbench.tensorboard import CheckpointLog
+
     folder = _open_run_folder(run_dir)
+    log = CheckpointLog(Path(tensorboard), folder.path) if tensorboard is not None else None
     seen: set[str] = set()
     results: list[tuple[int, float | None]] = []
     model: Any = None
@@ -89,6 +96,8 @@ def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
                     continue
                 accuracy = training.accuracy_of(model, *val)
                 results.append((step, accuracy))
+                if log is not None:
+                    log.write(step, accuracy)
                 out(format_line(step, accuracy))
             if until_done and status is not None and status.get("done") and newest in seen:
                 return results
@@ -97,3 +106,6 @@ def watch(run_dir: Path | str, interval: float = 10.0, until_done: bool = False,
         raise  # SIGTERM or SIGHUP (the CLI turns them into Interrupted): the process was stopped, not done
     except KeyboardInterrupt:
         return results
+    finally:
+        if log is not None:
+            log.close()

@@ -64,6 +64,7 @@ def extract_features(backbone: Backbone, dataset: ImageDataset, cache_root: Path
     n = len(dataset.examples)
     features = FeatureMatrix(n, backbone.feature_dim, scratch_dir or Path(cache_root).parent / "tmp")
     result = Extraction(features=np.empty((0, backbone.feature_dim), np.float32))
+    backbone.calibrate(dataset, Path(cache_root).parent)  # precision=int8: the int8 model of this dataset
     with BottleneckCache(cache_root, backbone.cache_namespace(), backbone.feature_dim) as cache:
         _extract(backbone, dataset, cache, progress, batch_size, features, result)
         result.corrupt_cache_entries = cache.corrupt_entries

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from xferbench.step_curve import StepCurve
+
 # Called during training with (step, validation accuracy or None, elapsed seconds).
 ProgressCallback = Callable[[int, float | None, float], None]
 
@@ -21,6 +23,9 @@ class Head(abc.ABC):
     #: seconds of the last ``fit`` spent scoring the validation split for the curve; the harness leaves
     #: them out of the training time (a head that evaluates inside ``fit`` should set it)
     eval_seconds: float = 0.0
+    #: the last ``fit``'s training loss and accuracy per step (the record's ``train_curve``): a head that trains
+    #: in steps sets a :class:`~xferbench.step_curve.StepCurve` and adds each step's batch to it; None: none recorded
+    step_curve: StepCurve | None = None
 
     @abc.abstractmethod
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,

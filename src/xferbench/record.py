@@ -19,8 +19,9 @@ _OBJECT = {"type": "object"}
 _SHOTS = {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "all"}]}
 
 
-def _field(doc: str, schema: dict[str, Any], default: Any = None, factory: Any = None) -> Any:
-    metadata = {"doc": doc, "schema": schema}
+def _field(doc: str, schema: dict[str, Any], default: Any = None, factory: Any = None, optional: bool = False) -> Any:
+    """``optional``: a field added after files of this schema version were written; they may lack it."""
+    metadata = {"doc": doc, "schema": schema, "optional": optional}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -95,7 +96,7 @@ class RunRecord:
     val_accuracy: float | None = _field("validation accuracy of the final model (the comparison's default target "
                                         "is the lower of two methods')",
                                         {"type": ["number", "null"], "minimum": 0, "maximum": 1})
-    precision: str | None = _field("the backbone's compute precision (`float32`, `bfloat16`)",
+    precision: str | None = _field("the backbone's compute precision (`float32`, `bfloat16`, `int8`: a full-integer TFLite model of the network)",
                                    {"type": ["string", "null"]})
     curve: list[dict[str, Any]] = _field(
         "time to accuracy: `[{step, seconds, val_accuracy}]` recorded during training",
@@ -103,6 +104,18 @@ class RunRecord:
                                     "properties": {"step": {"type": "integer"}, "seconds": {"type": "number"},
                                                    "val_accuracy": {"type": ["number", "null"]}}}},
         factory=list)
+    train_curve: list[dict[str, Any]] = _field(
+        "the training loss and accuracy per step: `[{step, loss, train_accuracy}]`, the training batch's mean "
+        "cross-entropy (regularisation terms left out) and top-1 accuracy as the step saw them (dropout on, before "
+        "its update). At most 200 points: each the mean over a window of consecutive steps (windows of equal, "
+        "doubling width), at the window's last step. `logreg`: one point per C of its grid (step i = the i-th C, "
+        "as in `curve`), scored on the whole training split. full/finetune: the network's steps (finetune: "
+        "after its linear probe). Empty for a method or head that records none; absent from files of earlier "
+        "releases",
+        {"type": "array", "items": {"type": "object", "required": ["step", "loss", "train_accuracy"],
+                                    "properties": {"step": {"type": "integer"}, "loss": {"type": "number"},
+                                                   "train_accuracy": {"type": "number"}}}},
+        factory=list, optional=True)
     training: dict[str, Any] | None = _field(
         "full/finetune: `steps`, `epochs`, `stopped_by` (`epochs` or `budget`), `resumed_from_step`, "
         "`setup_seconds`, `final_val_accuracy`, `optimizer`, `ema_decay`, `run_dir`; an interrupted run: "
@@ -152,7 +165,8 @@ class RunRecord:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(RunRecord))
-REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
+#: what every run of a results file has (fields added later within schema version 2 may be absent)
+REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if not f.metadata["optional"])
 
 
 def _plain(value: Any) -> Any:

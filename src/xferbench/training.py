@@ -25,6 +25,7 @@ import numpy as np
 from xferbench.errors import UserError
 from xferbench.head import ProgressCallback
 from xferbench.run_folder import RunFolder
+from xferbench.step_curve import StepCurve
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: ``--method-opt strategy=`` of ``full`` and ``finetune``
@@ -45,6 +46,8 @@ class TrainingResult:
     val_accuracy: float | None  # of the EMA weights at the last step
     #: time-to-accuracy: ``{"step", "seconds", "val_accuracy"}`` at every evaluation (EMA weights)
     curve: list[dict[str, Any]] = field(default_factory=list)
+    #: the training batches' loss and accuracy: ``{"step", "loss", "train_accuracy"}``, at most 200 windows
+    train_curve: list[dict[str, Any]] = field(default_factory=list)
     #: the checkpoint step training went on from (``resume=True``), else None
     resumed_from_step: int | None = None
     checkpoint: str | None = None  # path prefix of the final checkpoint
@@ -267,18 +270,19 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         if augment is not None:
             xb = augment(xb)
         if strategy is not None:
-            loss = _mirrored_step(strategy, model, opt, trainable, xb, yb)
+            losses = _mirrored_step(strategy, model, opt, trainable, xb, yb)
             update_ema()  # cross-replica context: every copy of the shadows gets the same update
-            return loss
+            return losses
         with tf.GradientTape() as tape:
             probs = model(xb, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, probs))
-            if model.losses:  # kernel regularisers and the like
-                loss += tf.add_n(model.losses)
+            cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(yb, probs))
+            loss = cross_entropy + tf.add_n(model.losses) if model.losses else cross_entropy  # kernel regularisers
+        # the train curve: the batch as this step saw it (training mode, the weights before the update)
+        correct = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int64), yb), tf.float32)
         grads = tape.gradient(loss, [v.value for v in trainable])
         opt.apply_gradients(zip(grads, trainable, strict=True))
         update_ema()
-        return loss
+        return tf.cast(cross_entropy, tf.float32), tf.reduce_mean(correct)
 
     manager = None
     status: dict[str, Any] = {}
@@ -313,6 +317,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     def clock() -> float:
         return time.perf_counter() - started - eval_spent
     curve: list[dict[str, Any]] = list(previous.get("curve", [])) if previous else []
+    steps_seen = StepCurve.from_state(previous.get("train_curve_state") if previous else None)
     step = int(step_var.numpy())
     resumed_from_step = step if previous else None
     last_ckpt = step if previous else -1
@@ -343,6 +348,7 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         # The checkpoint is on disk before the status can say done: an evaluator relies on that order.
         status.update(step=step, done=done, epochs=round(step / steps_per_epoch, 4), val_accuracy=val_acc,
                       seconds=round(clock(), 4), stopped_by=stopped_by if done else None, curve=curve,
+                      train_curve_state=steps_seen.state(),
                       eval_seconds=round(eval_before + eval_spent, 4))
         folder.write_status(status)
 
@@ -356,8 +362,9 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         order = rng.permutation(n_train)
         for start in range(skip * batch_size, n_train, batch_size):
             idx = np.sort(order[start:start + batch_size])  # sorted: faster gathers, same batch
-            train_step(tf.constant(x_train[idx]), tf.constant(y_train[idx]))
+            batch_loss, batch_accuracy = train_step(tf.constant(x_train[idx]), tf.constant(y_train[idx]))
             step += 1
+            steps_seen.add(step, float(batch_loss), float(batch_accuracy))
             if step % eval_every == 0 or (eval_interval is not None and clock() - (curve[-1]["seconds"] if curve
                                                                                    else 0.0) >= eval_interval):
                 evaluate()
@@ -382,14 +389,16 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
         var.assign(shadow)
     return TrainingResult(model=model, steps=step, epochs=round(step / steps_per_epoch, 4),
                           seconds=clock(), stopped_by=stopped_by, val_accuracy=val_acc,
-                          curve=curve, checkpoint=manager.latest_checkpoint if manager is not None else None,
+                          curve=curve, train_curve=steps_seen.points(),
+                          checkpoint=manager.latest_checkpoint if manager is not None else None,
                           setup_seconds=setup_seconds, resumed_from_step=resumed_from_step,
                           eval_seconds=eval_before + eval_spent)
 
 
 def _mirrored_step(strategy: Any, model: Any, opt: Any, trainable: list[Any], xb: Any, yb: Any) -> Any:
     """One step on every replica: replica ``r`` takes the ``r``-th slice of the global batch, its loss is
-    its share of the global batch's mean (so the all-reduced gradients are those of the mean)."""
+    its share of the global batch's mean (so the all-reduced gradients are those of the mean). Returns the
+    global batch's mean cross-entropy and accuracy, as the one-device step does."""
     import keras
     import tensorflow as tf
 
@@ -399,18 +408,22 @@ def _mirrored_step(strategy: Any, model: Any, opt: Any, trainable: list[Any], xb
     def replica_step(xb: Any, yb: Any) -> Any:
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         low, high = global_size * replica // replicas, global_size * (replica + 1) // replicas
+        labels = yb[low:high]
         with tf.GradientTape() as tape:
             probs = model(xb[low:high], training=True)
-            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yb[low:high], probs))
-            loss /= tf.cast(global_size, loss.dtype)
+            share = tf.cast(global_size, tf.float32)
+            cross_entropy = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probs)) / share
+            loss = cross_entropy
             if model.losses:  # every replica adds them and the gradients are summed: its share
                 loss += tf.add_n(model.losses) / replicas
+        correct = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int64), labels), tf.float32)
         grads = tape.gradient(loss, [v.value for v in trainable])
         opt.apply_gradients(zip(grads, trainable, strict=True))  # Keras all-reduces (sums) across replicas
-        return loss
+        return tf.cast(cross_entropy, tf.float32), tf.reduce_sum(correct) / share
 
-    losses = strategy.run(replica_step, args=(xb, yb))
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+    cross_entropy, accuracy = strategy.run(replica_step, args=(xb, yb))
+    return (strategy.reduce(tf.distribute.ReduceOp.SUM, cross_entropy, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, accuracy, axis=None))
 
 
 def resumable(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -56,7 +56,9 @@ class RayExecutor(Executor):
         settings = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                         runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
         try:
-            ray.init(address=self.address, **settings) if self.address else ray.init(**settings)
+            # address="local": a Ray of its own; with no address ray.init joins the newest Ray on this machine
+            # (/tmp/ray/ray_current_cluster), someone else's that may stop under the sweep
+            ray.init(address=self.address or "local", **settings)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise UserError(f"--executor ray: cannot reach {where}: {one_line(exc)}; check --ray-address "

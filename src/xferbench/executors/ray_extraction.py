@@ -204,6 +204,7 @@ def shard(misses: list[int], digests: list[str], batch_size: int, workers: int, 
 def extract_cell(pool: ShardPool, backbone: Any, dataset: Any, dataset_token: str, cache_root: Path,
                  progress: Progress) -> Extraction:
     """What :func:`xferbench.extraction.extract_features` returns, with the misses extracted by ``pool``."""
+    backbone.calibrate(dataset, Path(cache_root).parent)  # precision=int8: the cell's int8 model
     cache = BottleneckCache(cache_root, backbone.cache_namespace(), backbone.feature_dim)
     n = len(dataset.examples)
     features = np.full((n, backbone.feature_dim), np.nan, dtype=np.float32)

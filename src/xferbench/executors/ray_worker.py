@@ -152,6 +152,7 @@ class ExtractionWorker:
 
         state = worker(spec)
         dataset, backbone = state.dataset(dataset_token), state.backbone(self.token)
+        backbone.calibrate(dataset, state.runner.context.cache_dir)  # precision=int8: the cell's int8 model
         # Opened per shard: it reads the packs as they are now, so a shard retried after its worker was
         # killed skips the entries that worker had written (put() writes no entry twice).
         cache = BottleneckCache(state.runner.context.subdir("bottlenecks"), backbone.cache_namespace(),
