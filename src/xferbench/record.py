@@ -122,9 +122,11 @@ class RunRecord:
         "`checkpoint_step`", {"type": ["object", "null"]})
     strategy: str | None = _field(
         "full/finetune: the `tf.distribute` strategy training used: `mirrored` (`MirroredStrategy`) or `none` (one "
-        "device); null for methods that train no network", {"type": ["string", "null"]})
+        "device); null for methods that train no network; absent from files of earlier releases",
+        {"type": ["string", "null"]}, optional=True)
     replicas: int | None = _field("full/finetune: the replicas that trained in sync (1 for `none`); null for "
-                                  "methods that train no network", _INT)
+                                  "methods that train no network; absent from files of earlier releases",
+                                  _INT, optional=True)
     method_options: dict[str, Any] = _field("the method's options after validation (defaults filled in)", _OBJECT,
                                             factory=dict)
     method_info: dict[str, Any] = _field("what the method reports beyond these fields (plugin methods put "
