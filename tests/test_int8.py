@@ -9,6 +9,7 @@ the splits here are small (187 and 52 test images).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,14 @@ def test_int8_without_training_images_is_one_line(tmp_path):
                            read=lambda ex: np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(UserError, match="needs training images to calibrate"):
         extract_features(_Bessel(), dataset, tmp_path / "bottlenecks", Progress(quiet=True))
+
+
+def test_a_quiet_int8_run_prints_nothing_on_stderr(cli, tmp_path):
+    # The converter (its quantization settings) and LiteRT (its XNNPACK delegate) print natively, past -q.
+    out = tmp_path / "results.json"
+    done = cli("run", "--backbone", "lenet5", "--backbone-opt", "precision=int8", "--dataset", "digits:0-4",
+               "--compare", "transfer", "--head", "logreg", "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["precision"] == "int8" and run["status"] == "ok"

@@ -317,17 +317,11 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its C++ start-up chatter (CUDA probing, absl) kept off the terminal."""
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            # On failure it is imported again below with stderr back, so the real error is visible.
-            with contextlib.suppress(ImportError):
-                import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    from xferbench.native_stderr import native_stderr_silenced
+
+    # On failure it is imported again below with stderr back, so the real error is visible.
+    with native_stderr_silenced(), contextlib.suppress(ImportError):
+        import tensorflow  # noqa: F401
     import tensorflow  # noqa: F401,F811
 
 

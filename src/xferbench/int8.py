@@ -25,6 +25,7 @@ import numpy as np
 
 from xferbench.atomic import atomic_path
 from xferbench.errors import UserError
+from xferbench.native_stderr import native_stderr_silenced
 
 if TYPE_CHECKING:
     from xferbench.backbone import NetworkBackbone
@@ -82,7 +83,8 @@ class Int8Network:
         self.path = path
         self.threads = threads
         self._input_shape = tuple(input_shape)
-        self._interpreter = interpreter_class()(model_path=str(path), num_threads=threads)
+        with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate natively
+            self._interpreter = interpreter_class()(model_path=str(path), num_threads=threads)
         (detail,) = self._interpreter.get_input_details()
         (output,) = self._interpreter.get_output_details()
         self._input, self._output = detail["index"], output["index"]
@@ -93,7 +95,8 @@ class Int8Network:
     def _resize(self, size: int) -> None:
         if size != self._size:
             self._interpreter.resize_tensor_input(self._input, [size, *self._input_shape], strict=False)
-            self._interpreter.allocate_tensors()
+            with native_stderr_silenced():
+                self._interpreter.allocate_tensors()
             self._size = size
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from xferbench.context import RunContext
 from xferbench.data import Example, ImageData, ImageDataset, select_shots
 from xferbench.decoding import JpegDecoding, Preprocessing, as_bytes, to_rgb
 from xferbench.errors import UserError, one_line
+from xferbench.native_stderr import native_stderr_silenced
 
 QUANTIZE_MODES = ("none", "dynamic", "float16", "int8")
 #: what the appended zip holds
@@ -186,7 +187,8 @@ def _convert(converter: Any, quantize: str, representative: Any, backbone_name: 
         # Full-integer: an op without an int8 kernel fails the conversion instead of staying float.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        return bytes(converter.convert())
+        with native_stderr_silenced():  # the converter prints its quantization settings natively
+            return bytes(converter.convert())
     except Exception as exc:  # ConverterError, and RuntimeError/ValueError from calibration
         raise UserError(f"backbone {backbone_name!r} cannot be converted to TFLite ({what}): "
                         f"{blocking_op(str(exc))}") from None
@@ -258,9 +260,10 @@ def load_tflite(path: Path) -> TFLiteModel:
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise UserError(f"--model {path}: it carries no xferbench labels and preprocessing ({one_line(exc)}); "
                         f"{hint}") from None
-    interpreter = interpreter_class()(model_path=str(path), num_threads=None)
     try:
-        interpreter.allocate_tensors()
+        with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate natively
+            interpreter = interpreter_class()(model_path=str(path), num_threads=None)
+            interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"--model {path}: LiteRT cannot run it ({one_line(exc)[:300]})") from None
     outputs = interpreter.get_output_details()
