@@ -287,6 +287,38 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+class _Noise:
+    """An on-the-fly distortion with its own random state, as ``--augment`` gives ``full``/``finetune``."""
+
+    def __init__(self) -> None:
+        self.generator = tf.random.Generator.from_seed(11)
+
+    def __call__(self, batch):
+        return batch + self.generator.normal(tf.shape(batch), stddev=0.5)
+
+
+def test_a_resumed_run_draws_the_distortions_of_the_unbroken_run(tmp_path: Path, data) -> None:
+    (xt, yt), (xv, yv) = data
+    settings = dict(epochs=2, budget_seconds=None, batch_size=32, learning_rate=0.01, seed=0, optimizer="adam",
+                    checkpoint_every_steps=4, eval_every_steps=5)
+    whole = training.train_model(_no_dropout(), xt, yt, xv, yv, run_dir=tmp_path / "whole", augment=_Noise(),
+                                 **settings)
+
+    def stop_at_step_15(step: int, *_: object) -> None:
+        if step == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train_model(_no_dropout(), xt, yt, xv, yv, run_dir=tmp_path / "cut", augment=_Noise(),
+                             on_progress=stop_at_step_15, **settings)
+    # A fresh generator, back at its seed: the state must come from the checkpoint (step 12).
+    resumed = training.train_model(_no_dropout(seed=7), xt, yt, xv, yv, run_dir=tmp_path / "cut", resume=True,
+                                   augment=_Noise(), **settings)
+    assert resumed.resumed_from_step == 12 and resumed.steps == whole.steps == 20
+    for got, want in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_resume_starts_afresh_when_the_settings_differ_or_nothing_was_saved(tmp_path: Path, data) -> None:
     (xt, yt), (xv, yv) = data
     settings = dict(epochs=1, budget_seconds=None, batch_size=32, seed=0, checkpoint_every_steps=4)

@@ -116,15 +116,25 @@ def on_the_fly(context: MethodContext) -> Callable[[Any], Any] | None:
         return None
     import tensorflow as tf
 
-    from xferbench.augment import tf_distort_batch
     from xferbench.backbone import NetworkBackbone
     from xferbench.errors import UserError
 
     if not isinstance(context.backbone, NetworkBackbone):
         raise UserError(f"--augment needs a backbone built on NetworkBackbone; {context.backbone.name!r} is not one")
-    preprocessing, settings = context.backbone.model_preprocessing, context.augmentation
-    generator = tf.random.Generator.from_seed(context.seed)
-    return lambda batch: tf_distort_batch(batch, preprocessing, settings, generator)
+    return BatchDistortion(context.backbone.model_preprocessing, context.augmentation,
+                           tf.random.Generator.from_seed(context.seed))
+
+
+class BatchDistortion:
+    """A fresh distortion of every training batch; ``train_model`` checkpoints its ``generator``."""
+
+    def __init__(self, preprocessing: Any, settings: Any, generator: Any) -> None:
+        self.preprocessing, self.settings, self.generator = preprocessing, settings, generator
+
+    def __call__(self, batch: Any) -> Any:
+        from xferbench.augment import tf_distort_batch
+
+        return tf_distort_batch(batch, self.preprocessing, self.settings, self.generator)
 
 
 def _set_backbone_trainable(model: Any, trainable: bool) -> None:

@@ -215,7 +215,8 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     optimizer state, the step, the batch order and the time already spent (which counts against
     ``budget_seconds``) all continue where they were. ``prologue()`` runs first on a fresh start
     only (fine-tuning's linear probe); its time counts as training time. ``augment(batch)``, traced
-    into the step, distorts each training batch on the fly (``--augment``; validation is never distorted).
+    into the step, distorts each training batch on the fly (``--augment``; validation is never distorted);
+    its ``generator`` attribute, a ``tf.random.Generator`` where it has one, is saved in the checkpoints.
 
     ``distribution`` (see :func:`distribution`; build ``model`` inside its ``scope()``) trains on several
     replicas with a ``tf.distribute`` strategy. The global batch stays ``batch_size`` (each replica takes its
@@ -287,8 +288,11 @@ def train_model(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.
     manager = None
     status: dict[str, Any] = {}
     if folder is not None:
+        # The distortions' random state too, so a resumed run draws what the unbroken run would have.
+        augment_state = ({"augment_generator": augment.generator}
+                         if getattr(augment, "generator", None) is not None else {})
         checkpoint = tf.train.Checkpoint(step=step_var, weights=[w.value for w in model.weights], ema=shadows,
-                                         optimizer=[v.value for v in opt.variables])
+                                         optimizer=[v.value for v in opt.variables], **augment_state)
         manager = folder.checkpoint_manager(checkpoint)
         if previous is not None:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
