@@ -199,6 +199,19 @@ def test_inception_standin_round_trips_in_every_mode(catalog, tmp_path):
                       quantized_within_bound=False)
 
 
+def test_hub_module_round_trips_in_every_mode(catalog, tmp_path):
+    # A hub: backbone (a TF2 SavedModel, here a small conv net exported from Keras with random weights)
+    # converts like the others; with random features int8 is held to top-1 agreement, as the stand-in is.
+    keras.utils.set_random_seed(0)
+    module = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+                               keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+                               keras.layers.GlobalAveragePooling2D()])
+    module.export(str(tmp_path / "module"), verbose=False)
+    run_dir = transfer_run(catalog, tmp_path, f"hub:{tmp_path / 'module'}", "flowers-mini")
+    check_round_trips(catalog, run_dir, tmp_path, quiet_context(catalog, tmp_path / "cache"),
+                      quantized_within_bound=False)
+
+
 class _Bessel(NetworkBackbone):
     """A backbone whose network uses an op TFLite has no kernel for."""
 
