@@ -2,7 +2,7 @@
 
 1. LeNet-5 (pretrained on digits 0-4, its weights cached once) extracts the first 1,000 and then all
    10,000 images of the real MNIST test set (``../shared/data/mnist``), each in a fresh interpreter
-   with an empty bottleneck cache. Each child reports its peak RSS (``ru_maxrss``). Floor: the
+   with an empty bottleneck cache. Each child reports its peak RSS (``VmHWM``, see ``conftest.peak_rss_kib``). Floor: the
    10k/1k ratio is at most 1.15.
 2. A child limits its private memory with ``RLIMIT_DATA`` (heap and private mappings) to 768 MiB,
    checks that the limit bites (copying the features into memory fails), then trains ``softmax``
@@ -26,11 +26,11 @@ DATA_LIMIT = 768 << 20
 ROWS, WIDTH = 150_000, 2048
 
 _EXTRACT = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     from pathlib import Path
     import numpy as np
     sys.path.insert(0, {benchmarks!r})
-    from conftest import make_context
+    from conftest import make_context, peak_rss_kib
     from xferbench.data import Example, ImageDataset
     from xferbench.extraction import extract_features
     from xferbench.progress import Progress
@@ -47,11 +47,11 @@ _EXTRACT = textwrap.dedent("""
     from xferbench.options import validate_options
     backbone = spec.load_factory()(arg, validate_options(spec.options, {{}}, "lenet5"), context)
     backbone.prepare(context)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kib()
     result = extract_features(backbone, dataset, cache / f"bottlenecks-{{n}}", Progress(quiet=True),
                               batch_size=backbone.extract_batch_size)
     assert result.computed + result.cache_hits == n and not result.failed
-    print(json.dumps({{"n": n, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    print(json.dumps({{"n": n, "peak_rss_kib": peak_rss_kib(),
                        "rss_before_extraction_kib": before}}))
 """)
 
@@ -59,6 +59,7 @@ _HEADS = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np
     path, rows, width, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    from conftest import peak_rss_kib
     from xferbench_heads.logreg import LogRegHead
     from xferbench_heads.softmax import SoftmaxHead
 
@@ -84,7 +85,7 @@ _HEADS = textwrap.dedent("""
         head.fit(x, y, xv, yv, num_classes=3, seed=0)
         out[name] = {"seconds": round(time.perf_counter() - started, 1),
                      "test_accuracy": float((head.predict(xt) == yt).mean())}
-    out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["peak_rss_kib"] = peak_rss_kib()
     print(json.dumps(out))
 """)
 

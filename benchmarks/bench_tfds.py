@@ -6,7 +6,7 @@ records in a temporary data dir (train: the first 90%, test: the rest; the reade
 validation split out of train). Then LeNet-5 (pretrained on digits 0-4, its weights cached by a
 warm-up child) extracts every image of each, each in a fresh interpreter that reads the dataset
 from its files alone through ``tfds:mnist_t10k/1k`` and ``/10k`` with an empty bottleneck cache.
-Each child reports its peak RSS (``ru_maxrss``). Floor: the 10k/1k ratio is at most 1.15. The
+Each child reports its peak RSS (``VmHWM``, see ``conftest.peak_rss_kib``). Floor: the 10k/1k ratio is at most 1.15. The
 data dir is deleted afterwards.
 """
 
@@ -62,10 +62,10 @@ _BUILDER = textwrap.dedent('''
 ''')
 
 _EXTRACT = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     from pathlib import Path
     sys.path.insert(0, {benchmarks!r})
-    from conftest import make_backbone
+    from conftest import make_backbone, peak_rss_kib
     from xferbench.context import RunContext
     from xferbench.extraction import extract_features
     from xferbench.plugin_manager import load_catalog
@@ -75,12 +75,12 @@ _EXTRACT = textwrap.dedent("""
     context = RunContext(catalog=load_catalog(), cache_dir=cache, data_dir=data_dir, progress=Progress(quiet=True))
     dataset = context.load_dataset(f"tfds:mnist_t10k/{{config}}", {{}})
     backbone = make_backbone(context, "lenet5", {{}})
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kib()
     result = extract_features(backbone, dataset, cache / f"bottlenecks-{{config}}", Progress(quiet=True),
                               batch_size=backbone.extract_batch_size)
     n = len(dataset.examples)
     assert result.computed + result.cache_hits == n and not result.failed, result
-    print(json.dumps({{"n": n, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    print(json.dumps({{"n": n, "peak_rss_kib": peak_rss_kib(),
                        "rss_before_extraction_kib": before}}))
 """)
 

@@ -25,6 +25,19 @@ MOBILENET_WEIGHTS = "weights/mobilenet_2_5_224_tf_no_top.h5"
 MOBILENET_OPTIONS = {"alpha": "0.25", "input_size": "128"}
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set (KiB): ``VmHWM``, the high-water mark of its own memory map.
+
+    Not ``ru_maxrss``: Linux carries a process's peak over fork and exec, so a child started by a
+    large pytest process reports at least the parent's size, whatever it uses itself.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (these memory benchmarks need Linux)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Benchmarks are named bench_*.py so the default test run never collects them.
     config.addinivalue_line("python_files", "bench_*.py")
