@@ -141,6 +141,18 @@ def test_a_sweep_on_two_nodes_matches_local(cluster, local, tmp_path):
     assert cached_vectors(tmp_path / "cache") == cached_vectors(local["folder"] / "cache")
 
 
+def test_int8_extraction_on_the_cluster_matches_local(cluster, tmp_path):
+    # precision=int8: each actor loads (or converts once, into the shared cache) the same int8 model.
+    request = dict(backbones=["lenet5"], heads=["logreg"], methods=["transfer"], shots=[None], head_options={},
+                   backbone_options={"precision": "int8", "pretrain_epochs": "1"})
+    here = sweep(tmp_path / "local", **request)
+    there = sweep(tmp_path / "ray", ray_executor(), **request)
+    assert [r["status"] for r in there["runs"]] == [r["status"] for r in here["runs"]] == ["ok"]
+    for field in ("precision", "test_accuracy", "val_accuracy", "confusion_matrix", "extracted"):
+        assert there["runs"][0][field] == here["runs"][0][field], field
+    assert there["runs"][0]["precision"] == "int8"
+
+
 def test_without_a_shared_cache_the_driver_caches_what_the_workers_return(cluster, local, tmp_path):
     document = sweep(tmp_path, ray_executor(shared_cache="no"), methods=["transfer"])
     same_results(document, {"runs": [r for r in local["document"]["runs"] if r["method"] == "transfer"]})
