@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import MOBILENET_WEIGHTS, make_backbone, make_context
+from conftest import MOBILENET_WEIGHTS, make_backbone, make_context, row_cosines, time_interleaved
 
 pytest.importorskip("ai_edge_litert")
 
@@ -38,10 +38,6 @@ CHUNK = 50
 OPTIONS = {"alpha": "0.25", "input_size": "224", "batch_size": "25"}
 NAMES = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
 FOLDS = 5
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def _cv_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
@@ -81,27 +77,13 @@ def test_int8_against_fp32_and_bf16(benchmark: Any, shared_data: Path, tmp_path:
         backbone.extract(images[:CHUNK])  # warm-up: traces, oneDNN primitives, the interpreter's tensors
         backbone.network_seconds = 0.0
     chunks = [images[i:i + CHUNK] for i in range(0, len(images), CHUNK)]
-    seconds: dict[str, list[list[float]]] = {name: [[] for _ in chunks] for name in NAMES.values()}
-    outputs: dict[str, list[np.ndarray]] = {name: [] for name in NAMES.values()}
-    order = list(backbones)
-
-    def one_round() -> None:
-        for parts in outputs.values():
-            parts.clear()
-        for k, chunk in enumerate(chunks):
-            for precision in order:
-                begun = time.perf_counter()
-                outputs[NAMES[precision]].append(backbones[precision].extract(chunk))
-                seconds[NAMES[precision]][k].append(time.perf_counter() - begun)
-            order.append(order.pop(0))
-
-    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    measured = time_interleaved(benchmark, backbones, NAMES, chunks, ROUNDS)
 
     count = len(images)
-    best = {name: count / sum(min(times) for times in per_chunk) for name, per_chunk in seconds.items()}
+    best = measured.best_images_per_second(count)
     forward = {NAMES[p]: count * ROUNDS / b.network_seconds for p, b in backbones.items()}
-    features = {name: np.concatenate(parts) for name, parts in outputs.items()}
-    cosine = {name: _cosine(features[name], features["fp32"]) for name in ("bf16", "int8")}
+    features = measured.features()
+    cosine = {name: row_cosines(features[name], features["fp32"]) for name in ("bf16", "int8")}
     accuracy = {name: _cv_accuracy(x, labels) for name, x in features.items()}
     flags = _cpu_flags()
     benchmark.extra_info.update({

@@ -19,13 +19,14 @@ Run: ``pytest benchmarks/bench_kerashub.py --benchmark-only`` (about 2-4 minutes
 from __future__ import annotations
 
 import os
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from conftest import row_cosines, time_interleaved
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -66,10 +67,6 @@ def _vit_small_preset(folder: Path) -> Path:
     return folder
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def test_kerashub_vit_small_extraction(benchmark: Any, tmp_path: Path) -> None:
     from xferbench.context import RunContext
     from xferbench.machine import native_bfloat16
@@ -90,26 +87,13 @@ def test_kerashub_vit_small_extraction(benchmark: Any, tmp_path: Path) -> None:
         backbone.extract(jpegs[:BATCH])  # warm-up: traces, oneDNN primitive caches
         backbone.network_seconds = 0.0
     chunks = [jpegs[i:i + CHUNK] for i in range(0, IMAGES, CHUNK)]
-    seconds: dict[str, list[list[float]]] = {name: [[] for _ in chunks] for name in names.values()}
-    outputs: dict[str, list[np.ndarray]] = defaultdict(list)
-    order = list(backbones)
+    measured = time_interleaved(benchmark, backbones, names, chunks, ROUNDS)
 
-    def one_round() -> None:
-        outputs.clear()
-        for k, images in enumerate(chunks):
-            for precision in order:
-                started = time.perf_counter()
-                outputs[names[precision]].append(backbones[precision].extract(images))
-                seconds[names[precision]][k].append(time.perf_counter() - started)
-            order.append(order.pop(0))
-
-    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
-
-    best = {name: IMAGES / sum(min(times) for times in per_chunk) for name, per_chunk in seconds.items()}
-    end_to_end = {name: IMAGES * ROUNDS / sum(sum(times) for times in per_chunk) for name, per_chunk in seconds.items()}
+    best = measured.best_images_per_second(IMAGES)
+    end_to_end = measured.mean_images_per_second(IMAGES, ROUNDS)
     forward = {names[p]: IMAGES * ROUNDS / b.network_seconds for p, b in backbones.items()}
-    features = {name: np.concatenate(parts) for name, parts in outputs.items()}
-    cosine = float(_cosine(features["bf16"], features["fp32"]).min())
+    features = measured.features()
+    cosine = float(row_cosines(features["bf16"], features["fp32"]).min())
     flops = backbones["float32"].flops_per_image()  # counted from the graph
     achieved = {name: flops * v / 1e9 for name, v in forward.items()}
     peak = load_peak(tmp_path / "cache")  # square matmuls, a second or two per precision

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO, shared_data_dir
+from conftest import REPO, peak_rss_ratio, shared_data_dir
 
 MAX_RSS_RATIO = 1.15
 DATA_LIMIT = 768 << 20
@@ -105,13 +105,7 @@ def test_extraction_peak_rss_is_flat_from_1k_to_10k_images(benchmark, tmp_path):
     _child(script, 10, tmp_path)  # pretrains LeNet-5 once and caches its weights: both runs below load them
     small = benchmark.pedantic(_child, args=(script, 1000, tmp_path), rounds=1, iterations=1)
     large = _child(script, 10000, tmp_path)
-    ratio = large["peak_rss_kib"] / small["peak_rss_kib"]
-    benchmark.extra_info.update(peak_rss_1k_mib=round(small["peak_rss_kib"] / 1024, 1),
-                                peak_rss_10k_mib=round(large["peak_rss_kib"] / 1024, 1), rss_ratio=round(ratio, 3),
-                                rss_before_extraction_mib=round(large["rss_before_extraction_kib"] / 1024, 1))
-    print(f"memory: extraction peak RSS 1k {small['peak_rss_kib'] / 1024:.0f} MiB, 10k "
-          f"{large['peak_rss_kib'] / 1024:.0f} MiB: {ratio:.3f}x (before extraction: "
-          f"{large['rss_before_extraction_kib'] / 1024:.0f} MiB)")
+    ratio = peak_rss_ratio(benchmark, small, large, "MNIST")
     assert ratio <= MAX_RSS_RATIO, f"peak RSS grew {ratio:.3f}x from 1k to 10k images; the ceiling is {MAX_RSS_RATIO}"
 
 

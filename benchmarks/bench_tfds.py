@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, shared_data_dir
+from conftest import REPO, peak_rss_ratio, shared_data_dir
 
 MAX_RSS_RATIO = 1.15
 
@@ -122,11 +122,5 @@ def test_tfds_extraction_peak_rss_is_flat_from_1k_to_10k_images(benchmark, prepa
     small = benchmark.pedantic(_child, args=("1k", prepared, cache), rounds=1, iterations=1)
     large = _child("10k", prepared, cache)
     assert (small["n"], large["n"]) == (1000, 10000)
-    ratio = large["peak_rss_kib"] / small["peak_rss_kib"]
-    benchmark.extra_info.update(peak_rss_1k_mib=round(small["peak_rss_kib"] / 1024, 1),
-                                peak_rss_10k_mib=round(large["peak_rss_kib"] / 1024, 1), rss_ratio=round(ratio, 3),
-                                rss_before_extraction_mib=round(large["rss_before_extraction_kib"] / 1024, 1))
-    print(f"memory: tfds: extraction peak RSS 1k {small['peak_rss_kib'] / 1024:.0f} MiB, 10k "
-          f"{large['peak_rss_kib'] / 1024:.0f} MiB: {ratio:.3f}x (before extraction: "
-          f"{small['rss_before_extraction_kib'] / 1024:.0f} / {large['rss_before_extraction_kib'] / 1024:.0f} MiB)")
+    ratio = peak_rss_ratio(benchmark, small, large, "tfds")
     assert ratio <= MAX_RSS_RATIO, f"peak RSS grew {ratio:.3f}x from 1k to 10k images; the ceiling is {MAX_RSS_RATIO}"

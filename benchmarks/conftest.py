@@ -125,3 +125,64 @@ def flower_features(shared_data: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def accuracy(predicted: Sequence[int] | np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(predicted) == labels))
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine similarity of each row of ``a`` with the same row of ``b``."""
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@dataclasses.dataclass
+class Interleaved:
+    """What :func:`time_interleaved` measured, per name: seconds per chunk (one per round), last round's features."""
+
+    seconds: dict[str, list[list[float]]]
+    outputs: dict[str, list[np.ndarray]]
+
+    def best_images_per_second(self, images: int) -> dict[str, float]:
+        """Images over the sum of each chunk's fastest round."""
+        return {name: images / sum(min(times) for times in per_chunk) for name, per_chunk in self.seconds.items()}
+
+    def mean_images_per_second(self, images: int, rounds: int) -> dict[str, float]:
+        return {name: images * rounds / sum(sum(times) for times in per_chunk)
+                for name, per_chunk in self.seconds.items()}
+
+    def features(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts) for name, parts in self.outputs.items()}
+
+
+def time_interleaved(benchmark: Any, backbones: dict[str, Any], names: dict[str, str], chunks: list[list[Any]],
+                     rounds: int) -> Interleaved:
+    """Every backbone extracts every chunk in turn, the one that goes first rotating chunk by chunk.
+
+    Side by side like this, a change in the machine's load falls on all of them alike, which matters
+    more for their ratios than any one figure. ``benchmark`` times the ``rounds`` rounds as its own.
+    """
+    measured = Interleaved({names[key]: [[] for _ in chunks] for key in backbones},
+                           {names[key]: [] for key in backbones})
+    order = list(backbones)
+
+    def one_round() -> None:
+        for parts in measured.outputs.values():
+            parts.clear()
+        for k, chunk in enumerate(chunks):
+            for key in order:
+                started = time.perf_counter()
+                measured.outputs[names[key]].append(backbones[key].extract(chunk))
+                measured.seconds[names[key]][k].append(time.perf_counter() - started)
+            order.append(order.pop(0))
+
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+    return measured
+
+
+def peak_rss_ratio(benchmark: Any, small: dict[str, Any], large: dict[str, Any], what: str) -> float:
+    """The larger extraction's peak RSS over the smaller's, recorded in ``extra_info`` and printed."""
+    ratio = large["peak_rss_kib"] / small["peak_rss_kib"]
+    benchmark.extra_info.update(peak_rss_1k_mib=round(small["peak_rss_kib"] / 1024, 1),
+                                peak_rss_10k_mib=round(large["peak_rss_kib"] / 1024, 1), rss_ratio=round(ratio, 3),
+                                rss_before_extraction_mib=round(large["rss_before_extraction_kib"] / 1024, 1))
+    print(f"memory: {what}: extraction peak RSS 1k {small['peak_rss_kib'] / 1024:.0f} MiB, 10k "
+          f"{large['peak_rss_kib'] / 1024:.0f} MiB: {ratio:.3f}x (peak before extraction: "
+          f"{small['rss_before_extraction_kib'] / 1024:.0f} / {large['rss_before_extraction_kib'] / 1024:.0f} MiB)")
+    return ratio
