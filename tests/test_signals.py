@@ -28,16 +28,21 @@ def test_signal_tests_pass_when_pytest_starts_with_sigint_and_sighup_ignored(tmp
 
 
 def test_a_stop_signal_raises_interrupted_once_and_a_second_one_takes_its_default_action():
-    before = signal.getsignal(signal.SIGTERM)
-    with stop_signals_interrupt():
-        with pytest.raises(KeyboardInterrupt) as caught:  # what every Ctrl-C path already handles
-            signal.raise_signal(signal.SIGTERM)
-        assert isinstance(caught.value, Interrupted) and caught.value.signum == signal.SIGTERM
-        assert interrupt_exit_code(caught.value) == 143 and caught.value.signal_name == "SIGTERM"
-        # A second SIGTERM or SIGHUP would end the process at once, cleanup or not.
-        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
-    assert signal.getsignal(signal.SIGTERM) == before
-    assert interrupt_exit_code(KeyboardInterrupt()) == 130 and Interrupted(signal.SIGHUP).exit_code == 129
+    # SIGHUP as in a terminal: under nohup pytest starts with it ignored, which the next test covers.
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        with stop_signals_interrupt():
+            with pytest.raises(KeyboardInterrupt) as caught:  # what every Ctrl-C path already handles
+                signal.raise_signal(signal.SIGTERM)
+            assert isinstance(caught.value, Interrupted) and caught.value.signum == signal.SIGTERM
+            assert interrupt_exit_code(caught.value) == 143 and caught.value.signal_name == "SIGTERM"
+            # A second SIGTERM or SIGHUP would end the process at once, cleanup or not.
+            assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) == before
+        assert interrupt_exit_code(KeyboardInterrupt()) == 130 and Interrupted(signal.SIGHUP).exit_code == 129
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
 
 
 def test_a_stop_signal_ignored_at_start_stays_ignored():
